@@ -1,0 +1,5 @@
+import sys
+
+from aifactory.cli import main
+
+sys.exit(main())

@@ -1,0 +1,201 @@
+"""The `aifactory` command.
+
+aifactory up            start the master: web dashboard/API on HOST:PORT and every engine
+aifactory worker        start a collection-only node on a shared PostgreSQL
+aifactory status        print nodes, engines and counters from the database
+aifactory config        print the effective settings (secrets masked) and the auto-tune profile
+aifactory db upgrade    apply database migrations
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+
+from aifactory import __version__
+from aifactory.autotune import resolve_profile
+from aifactory.db import counters, migrate
+from aifactory.db import engines as engine_db
+from aifactory.db import nodes as node_db
+from aifactory.launch import StartupError, configure_logging, open_database, run_master, run_worker
+from aifactory.settings import (
+    Settings,
+    SettingsError,
+    configuration_markdown,
+    display_value,
+    env_name,
+    load_settings,
+)
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    configure_logging(settings)
+    run_master(settings)
+    return 0
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    configure_logging(settings)
+    run_worker(settings.model_copy(update={"system_role": "worker"}))
+    return 0
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    db = open_database(settings, upgrade=False)
+    try:
+        if migrate.current_revision(db) is None:
+            print(f"database {db.display_url} is empty: start the factory with `aifactory up` first")
+            return 1
+        rows = node_db.list_nodes(db, offline_after=settings.node_offline_window_sec)
+        states = engine_db.list_states(db)
+        totals = counters.get_all(db)
+    finally:
+        db.dispose()
+    if args.json:
+        print(json.dumps({"nodes": rows, "engines": states, "counters": totals}, indent=2, default=str))
+        return 0
+    print(f"database: {db.display_url}")
+    if not rows:
+        print("no nodes have registered yet")
+    for row in rows:
+        age = "never" if row["heartbeat_age"] is None else f"{row['heartbeat_age']:.0f}s ago"
+        state = row["status"] if row["online"] else "offline"
+        print(f"node {row['node_id']}  role={row['role']}  {state}  heartbeat {age}  host={row['hostname']}")
+        for engine in (s for s in states if s["node_id"] == row["node_id"]):
+            line = f"    engine {engine['engine']:<12} wants {engine['desired']:<8} phase {engine['phase']}"
+            if engine["detail"]:
+                line += f"  ({engine['detail']})"
+            print(line)
+    if totals:
+        print("counters:")
+        for name, value in totals.items():
+            print(f"    {name} = {value}")
+    return 0
+
+
+def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
+    if args.markdown:
+        print(configuration_markdown())
+        return 0
+    profile = resolve_profile(settings)
+    values = {env_name(name): display_value(settings, name) for name in Settings.model_fields}
+    if args.json:
+        print(json.dumps({"settings": values, "auto_profile": profile.as_dict()}, indent=2))
+        return 0
+    explicit = settings.model_fields_set
+    for name in Settings.model_fields:
+        source = "set" if name in explicit else "default"
+        print(f"{env_name(name)}={display_value(settings, name)}    # {source}")
+    print(f"# database in use: {display_value(settings, 'database_url') or settings.resolved_database_url()}")
+    print(
+        f"# auto-tune profile ({'on' if profile.auto_tune else 'off'}; chosen: "
+        f"{', '.join(profile.auto_chosen) or 'nothing'}):"
+    )
+    for key, value in profile.as_dict().items():
+        if key not in ("auto_chosen", "auto_tune"):
+            print(f"#   {key} = {value}")
+    return 0
+
+
+def cmd_db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
+    db = open_database(settings, upgrade=False)
+    try:
+        started = time.monotonic()
+        before = migrate.upgrade(db)
+        after = migrate.current_revision(db)
+    finally:
+        db.dispose()
+    if before == after:
+        print(f"database {db.display_url} is up to date (revision {after})")
+    else:
+        print(
+            f"database {db.display_url} upgraded from {before or 'empty'} to {after} "
+            f"in {time.monotonic() - started:.1f}s"
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aifactory",
+        description="AI Factory Engine: collect web text, train a language model on it continuously, "
+        "and serve it. Settings come from environment variables and .env (see `aifactory config`).",
+    )
+    parser.add_argument("--version", action="version", version=f"aifactory {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    up = sub.add_parser(
+        "up",
+        help="start the master node: web dashboard/API and every engine",
+        description="Start the master node: the web server on HOST:PORT (default "
+        "127.0.0.1:8000) and the supervisor that runs the engines. Press Ignite in the "
+        "dashboard or POST /api/control to start collecting and training. Ctrl-C stops.",
+    )
+    up.set_defaults(func=cmd_up)
+
+    worker = sub.add_parser(
+        "worker",
+        help="start a collection-only node on a shared PostgreSQL",
+        description="Start a worker: it joins the master's PostgreSQL (DATABASE_URL), "
+        "sends heartbeats, obeys start/stop from the dashboard and runs only "
+        "collection. No web server.",
+    )
+    worker.set_defaults(func=cmd_worker)
+
+    status = sub.add_parser(
+        "status",
+        help="print nodes, engines and counters from the database",
+        description="Print every node (online or not), its engines and the running "
+        "counters, read from the database; works while the factory runs or not.",
+    )
+    status.add_argument("--json", action="store_true", help="print JSON instead of text")
+    status.set_defaults(func=cmd_status)
+
+    config = sub.add_parser(
+        "config",
+        help="print the effective settings and the auto-tune profile",
+        description="Print every setting with its effective value (secrets masked) "
+        "and whether it was set or is the default, then the auto-tune profile.",
+    )
+    config.add_argument("--json", action="store_true", help="print JSON instead of env lines")
+    config.add_argument(
+        "--markdown", action="store_true", help="print docs/configuration.md (the settings reference)"
+    )
+    config.set_defaults(func=cmd_config)
+
+    db = sub.add_parser("db", help="database maintenance", description="Database maintenance.")
+    db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    upgrade = db_sub.add_parser(
+        "upgrade",
+        help="apply pending migrations (also done by `up`)",
+        description="Apply pending schema migrations to DATABASE_URL.",
+    )
+    upgrade.set_defaults(func=cmd_db_upgrade)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[Settings, argparse.Namespace], int] = args.func
+    try:
+        settings = load_settings()
+        return func(settings, args)
+    except SettingsError as exc:
+        print(f"aifactory: {exc}", file=sys.stderr)
+        return 2
+    except StartupError as exc:
+        print(f"aifactory: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `aifactory config | head`: the reader left, nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""One database interface over SQLite (the embedded default) and PostgreSQL (shared by several nodes).
+
+Queries are written once with SQLAlchemy Core; the few places where the two engines differ (upserts,
+the database clock, row locking) are answered here. Times are stored as epoch seconds taken from the
+*database's* clock, so nodes with skewed clocks still agree on who is stale.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from aifactory.settings import mask_url
+
+
+class DatabaseError(Exception):
+    """The database cannot be reached or used; the message is meant for the person running the node."""
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Map the URLs users write (postgresql://, postgres://) onto the psycopg 3 driver."""
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def sqlite_path(url: str) -> Path | None:
+    if not url.startswith("sqlite:///"):
+        return None
+    return Path(url[len("sqlite:///") :].split("?", 1)[0])
+
+
+class Database:
+    """A pooled connection to the factory's database.
+
+    `db.begin()` gives a transaction (on SQLite it takes the write lock at once, `BEGIN IMMEDIATE`, so
+    two writers queue on the busy timeout instead of failing with "database is locked" half-way).
+    `db.read()` gives a connection for reads that never blocks writers.
+    """
+
+    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+        self.url = url
+        self.display_url = mask_url(url)
+        self.backend = "postgresql" if url.startswith(("postgres", "postgresql")) else "sqlite"
+        path = sqlite_path(url)
+        if self.backend == "sqlite":
+            if path is None:
+                raise DatabaseError(f"unsupported SQLite URL {url!r}: use sqlite:///PATH")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = sa.create_engine(
+                url,
+                connect_args={"check_same_thread": False, "timeout": 30, "isolation_level": None},
+                pool_size=pool_size,
+                max_overflow=10,
+            )
+            sa.event.listen(self.engine, "connect", _sqlite_on_connect)
+            sa.event.listen(self.engine, "begin", _sqlite_on_begin)
+        else:
+            self.engine = sa.create_engine(
+                sqlalchemy_url(url),
+                pool_size=pool_size,
+                max_overflow=10,
+                pool_pre_ping=True,
+                pool_recycle=1800,
+                connect_args={"connect_timeout": 10, "application_name": "aifactory"},
+            )
+        self.sqlite_path = path
+
+    # --- connections ---------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def begin(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(sqlite_read_only=True)
+            try:
+                yield conn
+            finally:
+                conn.rollback()
+
+    def check(self) -> None:
+        """Raise DatabaseError with a one-line reason if the database cannot be reached."""
+        try:
+            with self.read() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except sa.exc.SQLAlchemyError as exc:
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            raise DatabaseError(f"cannot connect to database {self.display_url}: {reason}") from None
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # --- dialect differences --------------------------------------------------------------------------
+    def now(self) -> sa.ColumnElement[float]:
+        """The database clock in epoch seconds, as an SQL expression."""
+        if self.backend == "postgresql":
+            return sa.func.extract("epoch", sa.func.clock_timestamp()).cast(sa.Float)
+        return (sa.func.julianday("now") - 2440587.5) * 86400.0
+
+    def now_value(self, conn: Connection) -> float:
+        return float(conn.execute(sa.select(self.now())).scalar_one())
+
+    def upsert(
+        self,
+        conn: Connection,
+        table: sa.Table,
+        values: dict[str, Any],
+        keys: list[str],
+        update: Callable[[Any], dict[str, Any]] | None = None,
+    ) -> None:
+        """INSERT ... ON CONFLICT (keys) DO UPDATE.
+
+        `update(excluded)` returns the columns to set on conflict (`excluded` is the row that failed to
+        insert); by default every non-key column given is overwritten. An empty dict means DO NOTHING."""
+        dialect = postgresql if self.backend == "postgresql" else sqlite
+        stmt = dialect.insert(table).values(**values)
+        if update is None:
+            changes = {name: stmt.excluded[name] for name in values if name not in keys}
+        else:
+            changes = update(stmt.excluded)
+        if changes:
+            stmt = stmt.on_conflict_do_update(index_elements=keys, set_=changes)
+        else:
+            stmt = stmt.on_conflict_do_nothing(index_elements=keys)
+        conn.execute(stmt)
+
+
+def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    # pysqlite's own transaction handling is disabled (isolation_level=None) so we choose the BEGIN:
+    # writers take the lock up front; readers use a deferred transaction that never blocks a writer.
+    if conn.get_execution_options().get("sqlite_read_only"):
+        conn.exec_driver_sql("BEGIN")
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

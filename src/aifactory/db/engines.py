@@ -1,0 +1,83 @@
+"""Per-node engine state: what the user wants each engine to do, and what it reports doing.
+
+`desired` is written by Ignite/Stop and by per-engine control; it survives restarts, so a node that
+comes back resumes the engines that were running. `phase`, `detail` and `counters` are reported by
+the engine itself for the dashboard.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from aifactory.db.database import Database
+from aifactory.db.schema import engine_state
+
+DESIRED = ("running", "stopped")
+
+
+def ensure(db: Database, node_id: str, names: list[str]) -> None:
+    """Create rows for this node's engines and drop rows of engines it no longer has."""
+    with db.begin() as conn:
+        existing = set(
+            conn.execute(sa.select(engine_state.c.engine).where(engine_state.c.node_id == node_id)).scalars()
+        )
+        for name in names:
+            if name not in existing:
+                conn.execute(
+                    engine_state.insert().values(
+                        node_id=node_id, engine=name, counters={}, updated_at=db.now()
+                    )
+                )
+        gone = existing - set(names)
+        if gone:
+            conn.execute(
+                engine_state.delete().where(
+                    engine_state.c.node_id == node_id, engine_state.c.engine.in_(gone)
+                )
+            )
+
+
+def set_desired(db: Database, node_id: str, desired: str, engine: str | None = None) -> int:
+    if desired not in DESIRED:
+        raise ValueError(f"unknown desired state {desired!r}")
+    query = engine_state.update().where(engine_state.c.node_id == node_id).values(desired=desired)
+    if engine is not None:
+        query = query.where(engine_state.c.engine == engine)
+    with db.begin() as conn:
+        return conn.execute(query).rowcount or 0
+
+
+def desired_states(db: Database, node_id: str) -> dict[str, str]:
+    with db.read() as conn:
+        rows = conn.execute(
+            sa.select(engine_state.c.engine, engine_state.c.desired).where(engine_state.c.node_id == node_id)
+        )
+        return {engine: desired for engine, desired in rows}
+
+
+def report(db: Database, node_id: str, engine: str, **values: Any) -> None:
+    """Update what an engine reports (phase, detail, counters, last_error, restarts, started_at)."""
+    with db.begin() as conn:
+        conn.execute(
+            engine_state.update()
+            .where(engine_state.c.node_id == node_id, engine_state.c.engine == engine)
+            .values(updated_at=db.now(), **values)
+        )
+
+
+def load(db: Database, node_id: str, engine: str) -> dict | None:
+    with db.read() as conn:
+        row = conn.execute(
+            sa.select(engine_state).where(engine_state.c.node_id == node_id, engine_state.c.engine == engine)
+        ).first()
+    return dict(row._mapping) if row else None
+
+
+def list_states(db: Database, node_id: str | None = None) -> list[dict]:
+    query = sa.select(engine_state).order_by(engine_state.c.node_id, engine_state.c.engine)
+    if node_id is not None:
+        query = query.where(engine_state.c.node_id == node_id)
+    with db.read() as conn:
+        return [dict(row._mapping) for row in conn.execute(query)]

@@ -1,0 +1,433 @@
+"""Every setting of the factory in one typed object, read from environment variables and `.env`.
+
+Names and defaults follow the original product description (`shared/seed/README.ja.md`) so existing
+`.env` files keep working; the settings this project adds (`DATABASE_URL`, `DATA_DIR`, `HOST`, ...) sit
+beside them. Settings left at `auto` are chosen by the auto-tune profile (`aifactory.autotune`); an
+explicit value always wins. `docs/configuration.md` is generated from this file (`aifactory config
+--markdown`) and a test keeps it in sync.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class SettingsError(Exception):
+    """A setting has an invalid value; the message names the variable and what it accepts."""
+
+
+def _split_csv(value: Any) -> Any:
+    # Lists are written the way the original did: comma-separated, blanks ignored.
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _empty_is_auto(value: Any) -> Any:
+    # `MODEL_SIZE=` (or `auto`) in a .env means "let auto-tune choose", not "invalid".
+    if isinstance(value, str) and value.strip().lower() in ("", "auto"):
+        return None
+    return value
+
+
+CsvList = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
+ModelSize = Literal["tiny", "small", "base", "medium"]
+
+
+def setting(default: Any, doc: str, group: str, **constraints: Any) -> Any:
+    """A field with its one-line doc and its section in docs/configuration.md."""
+    return Field(default, description=doc, json_schema_extra={"group": group}, **constraints)
+
+
+NODE, ADMIN, TUNE, CRAWL, SOURCES, QUALITY, TOKENIZER, TRAIN, SERVE, EVAL = (
+    "Node, server and database",
+    "Admin authentication",
+    "Auto-tune",
+    "Crawl guard and distribution",
+    "Sources",
+    "Data quality and weighting",
+    "Tokenizer",
+    "Training",
+    "Inference",
+    "Evaluation and promotion",
+)
+
+# Settings resolved by the auto-tune profile when left unset; the value used without auto-tune.
+AUTO_FALLBACKS: dict[str, Any] = {
+    "model_size": "small",
+    "train_batch_size": 4,
+    "train_seq_len": 512,
+    "max_generate_tokens": 256,
+    "max_crawler_workers": 8,
+    "pytorch_cpu_threads": "cores - 1",
+    "spm_num_threads": "cores - 1",
+}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", validate_default=True
+    )
+
+    # --- node, server and database -------------------------------------------------------------
+    system_role: Literal["master", "worker"] = setting(
+        "master", "Role of this node: master runs everything, worker only collects.", NODE
+    )
+    node_id: str = setting(
+        "", "Fixed id of this node; empty = generated once and kept in DATA_DIR.", NODE, max_length=128
+    )
+    data_dir: Path = setting(
+        Path("data"), "Directory for the SQLite database, shards, checkpoints and models.", NODE
+    )
+    database_url: str = setting(
+        "",
+        "sqlite:///PATH or postgresql://USER:PASS@HOST:PORT/DB; empty = SQLite file in DATA_DIR.",
+        NODE,
+    )
+    host: str = setting("127.0.0.1", "Address the web server binds to.", NODE)
+    port: int = setting(8000, "Port of the web server (dashboard and APIs).", NODE, ge=1, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = setting(
+        "info", "Level of the log printed to stderr.", NODE
+    )
+    node_heartbeat_interval_sec: float = setting(
+        10.0, "Seconds between heartbeats a node writes to the database.", NODE, ge=0.2, le=3600
+    )
+    node_offline_window_sec: float = setting(
+        120.0, "A node whose last heartbeat is older than this is shown offline.", NODE, ge=1, le=86400
+    )
+    node_list_window_hours: float = setting(
+        2.0, "Offline nodes older than this are left out of the node list.", NODE, gt=0, le=8760
+    )
+    event_log_keep: int = setting(
+        20000, "Number of most recent event-log rows kept in the database.", NODE, ge=100
+    )
+
+    # --- admin authentication -----------------------------------------------------------------
+    admin_api_token: SecretStr = setting(
+        SecretStr(""), "Token required in the x-admin-token header of state-changing calls.", ADMIN
+    )
+    admin_api_token_required: bool = setting(
+        False, "Refuse to start without ADMIN_API_TOKEN, even on a loopback address.", ADMIN
+    )
+    allow_insecure_admin: bool = setting(
+        False, "Allow a non-loopback HOST without ADMIN_API_TOKEN (anyone can control it).", ADMIN
+    )
+
+    # --- auto-tune ------------------------------------------------------------------------------
+    auto_tune: bool = setting(
+        True, "Choose model size, batch, sequence, tokens, workers and threads from the hardware.", TUNE
+    )
+    auto_tune_realtime: bool = setting(
+        True, "Re-evaluate memory-sensitive limits from free memory while running.", TUNE
+    )
+
+    # --- crawl guard and distribution -----------------------------------------------------------
+    max_crawler_workers: Annotated[int | None, BeforeValidator(_empty_is_auto)] = setting(
+        None, "Concurrent fetches per node (auto: min(16, 2 x cores)).", CRAWL, ge=1, le=512
+    )
+    max_crawl_pages_per_cycle: int = setting(
+        200, "Pages per crawl cycle in total, split across the active collector nodes.", CRAWL, ge=1
+    )
+    collection_include_master: bool = setting(
+        True, "The master takes part in collection alongside the workers.", CRAWL
+    )
+    collection_node_window_sec: float = setting(
+        60.0, "A collector node counts as active if it sent a heartbeat within this window.", CRAWL, ge=1
+    )
+    crawler_respect_robots: bool = setting(True, "Obey robots.txt and crawl opt-outs.", CRAWL)
+    crawler_domain_min_interval_sec: float = setting(
+        0.5, "Minimum seconds between two requests to the same host.", CRAWL, ge=0, le=3600
+    )
+    crawler_domain_concurrency: int = setting(
+        2, "Maximum simultaneous requests to the same host.", CRAWL, ge=1, le=64
+    )
+    crawler_batch_sleep_sec: float = setting(0.6, "Pause after each batch of fetches.", CRAWL, ge=0, le=3600)
+    crawler_allow_subdomains: bool = setting(False, "Follow links into subdomains of a seed's host.", CRAWL)
+
+    # --- sources --------------------------------------------------------------------------------
+    web_seed_urls: CsvList = setting([], "Comma-separated start URLs for the web crawl.", SOURCES)
+    enable_rss_collector: bool = setting(True, "Collect articles from RSS_FEEDS.", SOURCES)
+    rss_feeds: CsvList = setting([], "Comma-separated RSS/Atom feed URLs.", SOURCES)
+    enable_news_collector: bool = setting(True, "Collect articles from NEWS_FEEDS and Hacker News.", SOURCES)
+    news_feeds: CsvList = setting([], "Comma-separated news feed URLs.", SOURCES)
+    hn_items: int = setting(15, "Hacker News top stories taken per cycle.", SOURCES, ge=0, le=500)
+    enable_arxiv_collector: bool = setting(True, "Collect arXiv titles and abstracts.", SOURCES)
+    arxiv_query: str = setting("cat:cs.LG OR cat:cs.CL OR cat:cs.AI", "arXiv API search query.", SOURCES)
+    arxiv_max_results: int = setting(30, "arXiv results per cycle.", SOURCES, ge=1, le=2000)
+    enable_docs_collector: bool = setting(True, "Crawl documentation sites in DOC_SEED_URLS.", SOURCES)
+    doc_seed_urls: CsvList = setting(
+        [], "Comma-separated documentation start URLs (crawled within their path).", SOURCES
+    )
+    enable_auto_discovery: bool = setting(
+        False, "Add new hosts found in links of good pages to the frontier.", SOURCES
+    )
+    auto_discovery_queries: CsvList = setting(
+        [], "Comma-separated search themes for automatic discovery.", SOURCES
+    )
+    auto_discovery_seeds_per_cycle: int = setting(
+        24, "New hosts added by automatic discovery per cycle.", SOURCES, ge=0
+    )
+    auto_discovery_results_per_query: int = setting(
+        8, "Search results kept per discovery query.", SOURCES, ge=1
+    )
+
+    # --- data quality and weighting --------------------------------------------------------------
+    train_lang_only: str = setting(
+        "ja,en", "Languages trained on, comma-separated (e.g. ja, en, ja,en); empty = all.", QUALITY
+    )
+    min_train_chars: int = setting(120, "Documents shorter than this are not trained on.", QUALITY, ge=0)
+    enable_text_dedup: bool = setting(True, "Drop exact and near-duplicate documents.", QUALITY)
+    enable_pii_filter: bool = setting(
+        True, "Mask e-mail addresses, phone numbers and IP addresses in stored text.", QUALITY
+    )
+    source_weight_wikipedia: float = setting(1.4, "Sampling weight of Wikipedia text.", QUALITY, ge=0)
+    source_weight_arxiv: float = setting(1.35, "Sampling weight of arXiv text.", QUALITY, ge=0)
+    source_weight_docs: float = setting(1.3, "Sampling weight of documentation pages.", QUALITY, ge=0)
+    source_weight_news: float = setting(1.25, "Sampling weight of news articles.", QUALITY, ge=0)
+    source_weight_rss: float = setting(1.1, "Sampling weight of RSS articles.", QUALITY, ge=0)
+    source_weight_web: float = setting(1.0, "Sampling weight of crawled web pages.", QUALITY, ge=0)
+    quality_weight_floor: float = setting(
+        0.35, "Quality weight = QUALITY_WEIGHT_FLOOR + QUALITY_WEIGHT_BOOST x quality_score.", QUALITY, ge=0
+    )
+    quality_weight_boost: float = setting(
+        0.9, "How much a document's quality score raises its sampling weight.", QUALITY, ge=0
+    )
+
+    # --- tokenizer -------------------------------------------------------------------------------
+    train_vocab_size: int = setting(
+        8000, "SentencePiece vocabulary size (also the model's vocabulary).", TOKENIZER, ge=300, le=262144
+    )
+    spm_num_threads: Annotated[int | None, BeforeValidator(_empty_is_auto)] = setting(
+        None, "Threads for tokenizer training (auto: cores - 1).", TOKENIZER, ge=1, le=1024
+    )
+
+    # --- training --------------------------------------------------------------------------------
+    model_size: Annotated[ModelSize | None, BeforeValidator(_empty_is_auto)] = setting(
+        None, "Model preset: tiny, small, base or medium (auto: from the hardware).", TRAIN
+    )
+    train_n_layer: Annotated[int | None, BeforeValidator(_empty_is_auto)] = setting(
+        None, "Transformer layers (overrides the preset).", TRAIN, ge=1, le=256
+    )
+    train_n_head: Annotated[int | None, BeforeValidator(_empty_is_auto)] = setting(
+        None, "Attention heads (overrides the preset).", TRAIN, ge=1, le=256
+    )
+    train_n_embd: Annotated[int | None, BeforeValidator(_empty_is_auto)] = setting(
+        None, "Embedding width (overrides the preset).", TRAIN, ge=8, le=65536
+    )
+    train_batch_size: Annotated[int | None, BeforeValidator(_empty_is_auto)] = setting(
+        None, "Sequences per micro-batch (auto: from memory).", TRAIN, ge=1, le=4096
+    )
+    train_seq_len: Annotated[int | None, BeforeValidator(_empty_is_auto)] = setting(
+        None, "Tokens per training sequence (auto: from memory).", TRAIN, ge=8, le=131072
+    )
+    train_lr: float = setting(3e-4, "Peak learning rate.", TRAIN, gt=0, le=1)
+    train_weight_decay: float = setting(0.1, "AdamW weight decay.", TRAIN, ge=0, le=10)
+    train_grad_accum_steps: int = setting(1, "Micro-batches per optimizer step.", TRAIN, ge=1, le=4096)
+    train_warmup_steps: int = setting(20, "Linear learning-rate warmup steps.", TRAIN, ge=0)
+    train_total_steps: int = setting(20000, "Horizon of the cosine learning-rate schedule.", TRAIN, ge=1)
+    train_min_lr_ratio: float = setting(
+        0.1, "Cosine schedule floor as a fraction of TRAIN_LR.", TRAIN, ge=0, le=1
+    )
+    train_steps_per_cycle: int = setting(50, "Optimizer steps per training cycle.", TRAIN, ge=1)
+    train_seed: int = setting(42, "Random seed that makes training reproducible.", TRAIN, ge=0)
+    train_use_amp: bool = setting(True, "Mixed precision on CUDA (bf16, or fp16 with a scaler).", TRAIN)
+    enable_torch_compile: bool = setting(False, "Compile the model with torch.compile.", TRAIN)
+    pytorch_cpu_threads: Annotated[int | None, BeforeValidator(_empty_is_auto)] = setting(
+        None, "Torch CPU threads (auto: cores - 1).", TRAIN, ge=1, le=1024
+    )
+    val_eval_every: int = setting(25, "Optimizer steps between validation evaluations.", TRAIN, ge=1)
+    val_eval_batches: int = setting(20, "Fixed validation batches per evaluation.", TRAIN, ge=1)
+    early_stopping_patience: int = setting(
+        6, "Evaluations without improvement before training pauses for new data.", TRAIN, ge=1
+    )
+    train_retry_max: int = setting(2, "Retries of a failed training cycle after rollback.", TRAIN, ge=0)
+    train_retry_backoff_sec: float = setting(
+        2.0, "Seconds before the first retry; doubles with each retry.", TRAIN, ge=0
+    )
+
+    # --- inference -------------------------------------------------------------------------------
+    max_generate_tokens: Annotated[int | None, BeforeValidator(_empty_is_auto)] = setting(
+        None, "Upper limit of max_tokens for generation requests (auto: from memory).", SERVE, ge=1, le=32768
+    )
+    enable_rag: bool = setting(True, "Allow answers grounded on retrieved documents (RAG).", SERVE)
+    use_production_model: bool = setting(
+        True, "Serve the promoted production model when there is one, else the latest.", SERVE
+    )
+    enable_cpu_quantization: bool = setting(False, "int8 dynamic quantization for CPU inference.", SERVE)
+
+    # --- evaluation and promotion ----------------------------------------------------------------
+    eval_save_to_db: bool = setting(True, "Store evaluation results in the database.", EVAL)
+    eval_max_tokens: int = setting(120, "Tokens generated per evaluation prompt.", EVAL, ge=1)
+    promotion_min_score: float = setting(
+        0.72, "Minimum evaluation score (0..1) a model needs to be promoted.", EVAL, ge=0, le=1
+    )
+    force_promote: bool = setting(False, "Promote even below PROMOTION_MIN_SCORE (emergencies).", EVAL)
+
+    @field_validator("host")
+    @classmethod
+    def _host_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip()
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.startswith(("sqlite:", "postgresql:", "postgres:", "postgresql+psycopg:")):
+            raise ValueError("must start with sqlite:/// or postgresql://")
+        return value
+
+    # --- derived values ----------------------------------------------------------------------------
+    def resolved_database_url(self) -> str:
+        """DATABASE_URL, or the default SQLite file under DATA_DIR."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'aifactory.db').resolve()}"
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.resolved_database_url().startswith(("postgres", "postgresql"))
+
+    @property
+    def host_is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def source_weight(self, source_type: str) -> float:
+        """SOURCE_WEIGHT_<TYPE>; source types without a setting weigh 1.0."""
+        return float(getattr(self, f"source_weight_{source_type.lower()}", 1.0))
+
+    def languages(self) -> list[str]:
+        """TRAIN_LANG_ONLY as a list; empty means every language."""
+        value = self.train_lang_only.strip().lower()
+        if value in ("", "any", "all"):
+            return []
+        return [code.strip() for code in value.split(",") if code.strip()]
+
+
+def env_name(field: str) -> str:
+    return field.upper()
+
+
+def accepted(field: FieldInfo) -> str:
+    """A short human description of what a field accepts, from its type and constraints."""
+    bounds = []
+    for meta in field.metadata:
+        for attr, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            if getattr(meta, attr, None) is not None:
+                bounds.append(f"{sign} {getattr(meta, attr)}")
+    annotation = str(field.annotation)
+    if "Literal" in annotation:
+        kind = "one of " + annotation.split("Literal[", 1)[1].split("]", 1)[0].replace("'", "")
+    elif "bool" in annotation:
+        kind = "1/0, true/false, yes/no or on/off"
+    elif "int" in annotation:
+        kind = "a whole number"
+    elif "float" in annotation:
+        kind = "a number"
+    elif "list" in annotation:
+        kind = "a comma-separated list"
+    elif "Path" in annotation:
+        kind = "a directory path"
+    else:
+        kind = "text"
+    if bounds:
+        kind += " " + " and ".join(bounds)
+    if "None" in annotation or "Optional" in annotation:
+        kind += ", or auto"
+    return kind
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings; turn validation errors into one SettingsError naming each variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = str(error["loc"][0]) if error["loc"] else "?"
+            field = Settings.model_fields.get(name)
+            what = f" (accepted: {accepted(field)})" if field else ""
+            value = error.get("input")
+            shown = "" if isinstance(value, dict) or value is None else f"={value!r}"
+            lines.append(f"invalid setting {env_name(name)}{shown}: {error['msg']}{what}")
+        raise SettingsError("\n".join(lines)) from None
+
+
+def mask_url(url: str) -> str:
+    """A database URL with its password replaced by ***."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, location = rest.rsplit("@", 1)
+    if ":" in credentials:
+        credentials = credentials.split(":", 1)[0] + ":***"
+    return f"{scheme}://{credentials}@{location}"
+
+
+def display_value(settings: Settings, name: str) -> str:
+    """A setting's value as `aifactory config` prints it: secrets masked, lists comma-joined."""
+    value = getattr(settings, name)
+    if isinstance(value, SecretStr):
+        return "***" if value.get_secret_value() else ""
+    if name == "database_url":
+        return mask_url(value)
+    if isinstance(value, list):
+        return ",".join(value)
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if value is None:
+        return "auto"
+    return str(value)
+
+
+def default_text(name: str, field: FieldInfo) -> str:
+    default = field.default
+    if isinstance(default, SecretStr) or default in ("", []):
+        return "(empty)"
+    if isinstance(default, bool):
+        return "1" if default else "0"
+    if isinstance(default, list):
+        return ",".join(default)
+    if default is None:
+        return f"auto ({AUTO_FALLBACKS.get(name, 'unset')} without AUTO_TUNE)"
+    return str(default)
+
+
+def configuration_markdown() -> str:
+    """docs/configuration.md, generated from the Settings model."""
+    out = [
+        "# Configuration",
+        "",
+        "<!-- Generated by `aifactory config --markdown` from src/aifactory/settings.py; do not edit. -->",
+        "",
+        "Every setting is an environment variable (or a line in `.env` in the working directory).",
+        "An invalid value stops start-up with a message naming the variable and what it accepts.",
+        "Settings shown as `auto` are chosen by the auto-tune profile from the machine's cores, memory",
+        "and GPU when `AUTO_TUNE=1`; an explicit value always wins.",
+        "",
+    ]
+    groups: dict[str, list[str]] = {}
+    for name, field in Settings.model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        groups.setdefault(str(extra.get("group", "Other")), []).append(name)
+    for group, names in groups.items():
+        out += [f"## {group}", "", "| Variable | Default | Accepts | Description |", "|---|---|---|---|"]
+        for name in names:
+            field = Settings.model_fields[name]
+            default = default_text(name, field)
+            cells = [f"`{env_name(name)}`", f"`{default}`", accepted(field), field.description]
+            out.append("| " + " | ".join(str(cell) for cell in cells) + " |")
+        out.append("")
+    return "\n".join(out)

@@ -1,0 +1,165 @@
+"""Read-only views: status, runtime configuration, health and Prometheus metrics.
+
+Everything here reads small tables (nodes, engine state, counters) or walks an index (the newest
+events), so polling the status every second costs the same on day one and on day thirty.
+"""
+
+from __future__ import annotations
+
+import time
+
+import psutil
+from fastapi import APIRouter, Response
+
+from aifactory import __version__
+from aifactory.autotune import cpu_cores, resolve_profile
+from aifactory.db import DatabaseError, counters, events
+from aifactory.db import engines as engine_db
+from aifactory.db import nodes as node_db
+from aifactory.web.auth import admin_token_required
+from aifactory.web.context import Ctx
+from aifactory.web.models import (
+    AutoProfile,
+    ClusterSummary,
+    EngineStatus,
+    EventItem,
+    Health,
+    NodeIdentity,
+    RuntimeConfig,
+    StatusResponse,
+    SystemLoad,
+)
+
+router = APIRouter(tags=["status"])
+GIB = 1024**3
+
+
+def engine_status(row: dict) -> EngineStatus:
+    return EngineStatus(
+        node_id=row["node_id"],
+        name=row["engine"],
+        desired=row["desired"],
+        phase=row["phase"],
+        detail=row["detail"],
+        counters=row["counters"] or {},
+        last_error=row["last_error"],
+        restarts=row["restarts"],
+        updated_at=row["updated_at"],
+    )
+
+
+@router.get("/api/status", response_model=StatusResponse)
+def get_status(ctx: Ctx) -> StatusResponse:
+    """Phase of every engine, running counters, this node's identity and the latest events."""
+    node_rows = node_db.list_nodes(ctx.db, offline_after=ctx.settings.node_offline_window_sec)
+    online = {row["node_id"] for row in node_rows if row["online"]}
+    engines = [engine_status(row) for row in engine_db.list_states(ctx.db)]
+    memory = psutil.virtual_memory()
+    return StatusResponse(
+        node=NodeIdentity(
+            node_id=ctx.node.node_id,
+            role=ctx.node.role,
+            hostname=next((r["hostname"] for r in node_rows if r["node_id"] == ctx.node.node_id), ""),
+            version=__version__,
+            uptime_sec=round(time.time() - ctx.started_at, 1),
+        ),
+        is_running=any(e.desired == "running" and e.node_id in online for e in engines),
+        engines=engines,
+        counters=counters.get_all(ctx.db),
+        cluster=ClusterSummary(
+            nodes_total=len(node_rows),
+            nodes_online=len(online),
+            workers_online=sum(1 for r in node_rows if r["online"] and r["role"] == "worker"),
+        ),
+        system=SystemLoad(
+            cpu_percent=psutil.cpu_percent(interval=None),
+            ram_percent=memory.percent,
+            cpu_cores=cpu_cores(),
+            total_ram_gb=round(memory.total / GIB, 1),
+            available_ram_gb=round(memory.available / GIB, 1),
+        ),
+        events=[EventItem(**row) for row in events.recent(ctx.db, 50)],
+    )
+
+
+@router.get("/api/runtime-config", response_model=RuntimeConfig)
+def runtime_config(ctx: Ctx) -> RuntimeConfig:
+    """The values in force on this node, including the auto-tune profile (live when realtime is on)."""
+    profile = resolve_profile(ctx.settings)
+    return RuntimeConfig(
+        node_id=ctx.node.node_id,
+        system_role=ctx.node.role,
+        version=__version__,
+        database_backend=ctx.db.backend,
+        admin_token_required=admin_token_required(ctx.settings),
+        max_generate_tokens=profile.max_generate_tokens,
+        use_production_model=ctx.settings.use_production_model,
+        auto_tune_realtime=ctx.settings.auto_tune_realtime,
+        auto_profile=AutoProfile(**profile.as_dict()),
+    )
+
+
+@router.get("/healthz", response_model=Health, responses={503: {"model": Health}})
+def healthz(ctx: Ctx, response: Response) -> Health:
+    """Liveness for load balancers and scripts: 200 when the database answers, else 503."""
+    try:
+        ctx.db.check()
+    except DatabaseError:
+        response.status_code = 503
+        return Health(status="degraded", database="unreachable")
+    return Health(status="ok", database="ok")
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+def metrics(ctx: Ctx) -> Response:
+    """Prometheus text exposition of counters, engines and nodes."""
+    lines = [
+        "# HELP aifactory_info Version of this node.",
+        "# TYPE aifactory_info gauge",
+        f'aifactory_info{{version="{__version__}",node="{_label(ctx.node.node_id)}"}} 1',
+        "# HELP aifactory_counter Running counters of the factory (documents, pages, tokens...).",
+        "# TYPE aifactory_counter counter",
+    ]
+    for name, value in counters.get_all(ctx.db).items():
+        lines.append(f'aifactory_counter{{name="{_label(name)}"}} {value}')
+    lines += [
+        "# HELP aifactory_engine_running 1 while an engine is asked to run.",
+        "# TYPE aifactory_engine_running gauge",
+    ]
+    states = engine_db.list_states(ctx.db)
+    for row in states:
+        labels = f'node="{_label(row["node_id"])}",engine="{_label(row["engine"])}"'
+        lines.append(f"aifactory_engine_running{{{labels}}} {int(row['desired'] == 'running')}")
+    lines += [
+        "# HELP aifactory_engine_counter Counters reported by each engine.",
+        "# TYPE aifactory_engine_counter gauge",
+    ]
+    for row in states:
+        for name, value in sorted((row["counters"] or {}).items()):
+            labels = f'node="{_label(row["node_id"])}",engine="{_label(row["engine"])}",name="{_label(name)}"'
+            lines.append(f"aifactory_engine_counter{{{labels}}} {float(value)}")
+    node_rows = node_db.list_nodes(ctx.db, offline_after=ctx.settings.node_offline_window_sec)
+    lines += [
+        "# HELP aifactory_node_online 1 if the node sent a heartbeat recently.",
+        "# TYPE aifactory_node_online gauge",
+    ]
+    for row in node_rows:
+        lines.append(
+            f'aifactory_node_online{{node="{_label(row["node_id"])}",role="{row["role"]}"}} '
+            f"{int(row['online'])}"
+        )
+    lines += [
+        "# HELP aifactory_node_heartbeat_age_seconds Seconds since the node's last heartbeat.",
+        "# TYPE aifactory_node_heartbeat_age_seconds gauge",
+    ]
+    for row in node_rows:
+        if row["heartbeat_age"] is not None:
+            lines.append(
+                f'aifactory_node_heartbeat_age_seconds{{node="{_label(row["node_id"])}",'
+                f'role="{row["role"]}"}} {row["heartbeat_age"]:.3f}'
+            )
+    return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4; charset=utf-8")
