@@ -63,8 +63,8 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         print("no nodes have registered yet")
     for row in rows:
         age = "never" if row["heartbeat_age"] is None else f"{row['heartbeat_age']:.0f}s ago"
-        state = row["status"] if row["online"] else "offline"
-        print(f"node {row['node_id']}  role={row['role']}  {state}  heartbeat {age}  host={row['hostname']}")
+        where = f"host={row['hostname']}"
+        print(f"node {row['node_id']}  role={row['role']}  {row['state']}  heartbeat {age}  {where}")
         for engine in (s for s in states if s["node_id"] == row["node_id"]):
             line = f"    engine {engine['engine']:<12} wants {engine['desired']:<8} phase {engine['phase']}"
             if engine["detail"]:

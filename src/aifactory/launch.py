@@ -22,6 +22,7 @@ import uvicorn
 
 from aifactory.db import Database, DatabaseError, migrate
 from aifactory.db.nodes import NodeConflict
+from aifactory.engine import EngineSpec
 from aifactory.engines import available_engines
 from aifactory.node import Node
 from aifactory.settings import Settings
@@ -155,7 +156,7 @@ def run_master(settings: Settings) -> None:
         db.dispose()
 
 
-def run_worker(settings: Settings) -> None:
+def run_worker(settings: Settings, specs: list[EngineSpec] | None = None) -> None:
     """`aifactory worker`: a collection-only node on a shared PostgreSQL, no web server."""
     if not settings.is_postgres:
         raise StartupError(
@@ -167,7 +168,7 @@ def run_worker(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        node = Node(settings, db, available_engines(), role="worker")
+        node = Node(settings, db, available_engines() if specs is None else specs, role="worker")
         start_node(node)
         print(f"AI Factory Engine worker {node.node_id} is up on {db.display_url}", flush=True)
         try:

@@ -154,7 +154,7 @@ def exists(db: Database, node_id: str) -> bool:
 
 
 def list_nodes(db: Database, *, offline_after: float, list_window_sec: float | None = None) -> list[dict]:
-    """Nodes with their heartbeat age and an `online` flag computed on the database's clock."""
+    """Nodes with their heartbeat age, `online` and a display `state`, on the database's clock."""
     age = (db.now() - nodes.c.last_heartbeat).label("heartbeat_age")
     query = sa.select(nodes, age).order_by(nodes.c.role, nodes.c.node_id)
     if list_window_sec is not None:
@@ -165,6 +165,8 @@ def list_nodes(db: Database, *, offline_after: float, list_window_sec: float | N
             item = dict(row._mapping)
             fresh = item["heartbeat_age"] is not None and item["heartbeat_age"] < offline_after
             item["online"] = fresh and item["status"] != "stopped"
+            # what to show: stopped (ended cleanly), offline (went silent), else running/idle
+            item["state"] = item["status"] if item["online"] or item["status"] == "stopped" else "offline"
             out.append(item)
     return out
 

@@ -104,7 +104,7 @@ def list_nodes(ctx: Ctx) -> NodesResponse:
                 role=row["role"],
                 hostname=row["hostname"],
                 version=row["version"],
-                status=row["status"] if row["online"] else "offline",
+                status=row["state"],
                 online=row["online"],
                 target_status=row["target_status"],
                 heartbeat_age_sec=row["heartbeat_age"],

@@ -1,0 +1,62 @@
+# Two commands on a fresh machine:
+#   make run    create .venv, install, start the factory on SQLite (dashboard at http://127.0.0.1:8000)
+#   make test   install the test tools too and run the whole suite (lint + pytest)
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_VERSION ?= 2.13.0
+# PyTorch's CPU wheel index. pip prefers its 2.13.0+cpu over PyPI's multi-GB CUDA build of the same
+# version, so a machine without an NVIDIA GPU gets the small CPU build.
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+PYTEST_ARGS ?=
+
+.PHONY: run test install install-test torch lint format docs clean
+
+run: install
+	$(BIN)/aifactory up
+
+test: install-test
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "AI Factory Engine needs Python >= 3.11; set PYTHON=python3.11 (or newer)")'
+	$(PYTHON) -m venv $(VENV)
+
+torch: $(BIN)/python
+	@if $(BIN)/python -c "import torch" 2>/dev/null; then \
+		echo "torch already installed"; \
+	elif command -v nvidia-smi >/dev/null 2>&1; then \
+		$(BIN)/pip install "torch==$(TORCH_VERSION)"; \
+	else \
+		echo "no NVIDIA GPU found: installing the CPU build of PyTorch"; \
+		$(BIN)/pip install "torch==$(TORCH_VERSION)" --extra-index-url $(TORCH_CPU_INDEX); \
+	fi
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(MAKE) torch
+	$(BIN)/pip install -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+lint: install-test
+	$(BIN)/ruff check src tests benchmarks
+
+format: install-test
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+docs: install
+	$(BIN)/aifactory config --markdown > docs/configuration.md
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,201 @@
+"""The base API through a real uvicorn server on a free port, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+import uvicorn
+
+from aifactory.db import Database, counters
+from aifactory.db import engines as engine_db
+from aifactory.db import nodes as node_db
+from aifactory.node import Node
+from aifactory.web.app import create_app
+from aifactory.web.context import AppContext
+from tests.conftest import free_port
+from tests.sample_engines import TICKER
+from tests.test_node import wait_for
+
+TOKEN = "correct horse battery staple"
+
+
+@pytest.fixture
+def serve(db: Database, make_settings) -> Iterator[Callable[..., tuple[httpx.Client, Node]]]:
+    """Start the app on a real server; `serve(admin_api_token=...)` returns a client and the node."""
+    running: list[tuple[uvicorn.Server, threading.Thread, Node, httpx.Client]] = []
+
+    def start(**overrides: object) -> tuple[httpx.Client, Node]:
+        settings = make_settings(database_url=db.url, **overrides)
+        node = Node(settings, db, [TICKER], role="master", node_id="api-node")
+        node.start()
+        port = free_port()
+        config = uvicorn.Config(
+            create_app(AppContext(settings, db, node)), host="127.0.0.1", port=port, log_level="warning"
+        )
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        wait_for(lambda: server.started, timeout=10, what="uvicorn to start")
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+        running.append((server, thread, node, client))
+        return client, node
+
+    yield start
+    for server, thread, node, client in running:
+        client.close()
+        server.should_exit = True
+        thread.join(10)
+        node.stop(timeout=10)
+
+
+def test_status_shows_node_engines_counters_and_events(db: Database, serve) -> None:
+    client, _ = serve()
+    counters.add(db, {"docs.web": 3})
+    body = client.get("/api/status").json()
+    assert body["node"]["node_id"] == "api-node" and body["node"]["role"] == "master"
+    assert [(e["name"], e["desired"]) for e in body["engines"]] == [("ticker", "stopped")]
+    assert body["counters"] == {"docs.web": 3}
+    assert body["cluster"] == {"nodes_total": 1, "nodes_online": 1, "workers_online": 0}
+    assert body["is_running"] is False
+    assert any("api-node (master) started" in e["message"] for e in body["events"])
+    assert body["system"]["cpu_cores"] >= 1
+
+
+def test_ignite_and_stop_through_the_api(db: Database, serve) -> None:
+    client, _ = serve()
+    reply = client.post("/api/control", json={"action": "start"})
+    assert reply.status_code == 200 and reply.json()["nodes"] == 1
+    wait_for(lambda: client.get("/api/status").json()["engines"][0]["phase"] == "running", what="running")
+    assert client.get("/api/status").json()["is_running"] is True
+    client.post("/api/control", json={"action": "stop"})
+    wait_for(lambda: client.get("/api/status").json()["engines"][0]["phase"] == "stopped", what="stopped")
+
+
+def test_bad_action_is_422_with_the_accepted_values(serve) -> None:
+    client, _ = serve()
+    reply = client.post("/api/control", json={"action": "explode"})
+    assert reply.status_code == 422
+    assert "'start' or 'stop'" in reply.text
+    assert client.post("/api/control", json={}).status_code == 422
+    assert client.post("/api/nodes/cleanup-stale", json={"older_than_sec": 5}).status_code == 422
+
+
+def test_unknown_node_and_engine_are_404(serve) -> None:
+    client, _ = serve()
+    reply = client.post("/api/nodes/nobody/control", json={"action": "start"})
+    assert reply.status_code == 404 and "nobody" in reply.json()["detail"]
+    assert client.post("/api/engines/nope/control", json={"action": "start"}).status_code == 404
+
+
+def test_one_engine_and_one_node_can_be_controlled(db: Database, serve) -> None:
+    client, _ = serve()
+    assert client.post("/api/engines/ticker/control", json={"action": "start"}).status_code == 200
+    wait_for(lambda: (engine_db.load(db, "api-node", "ticker") or {}).get("phase") == "running", what="run")
+    assert client.post("/api/nodes/api-node/control", json={"action": "stop"}).status_code == 200
+    wait_for(lambda: (engine_db.load(db, "api-node", "ticker") or {}).get("phase") == "stopped", what="stop")
+
+
+def test_admin_token_protects_every_state_changing_call(serve) -> None:
+    client, _ = serve(admin_api_token=TOKEN)
+    calls = [
+        ("/api/control", {"action": "stop"}),
+        ("/api/nodes/control-all", {"action": "stop"}),
+        ("/api/nodes/api-node/control", {"action": "stop"}),
+        ("/api/nodes/cleanup-stale", {"older_than_sec": 600}),
+        ("/api/engines/ticker/control", {"action": "stop"}),
+    ]
+    for path, body in calls:
+        assert client.post(path, json=body).status_code == 401, path
+        assert client.post(path, json=body, headers={"x-admin-token": "wrong"}).status_code == 401, path
+        assert client.post(path, json=body, headers={"x-admin-token": TOKEN}).status_code == 200, path
+    assert client.post("/api/control", params={"token": TOKEN}, json={"action": "stop"}).status_code == 401
+    assert client.get("/api/status").status_code == 200  # reading needs no token
+    assert client.get("/api/runtime-config").json()["admin_token_required"] is True
+
+
+def test_nodes_list_and_cleanup_of_stale_nodes(db: Database, serve) -> None:
+    client, _ = serve()
+    node_db.register(
+        db,
+        node_id="ghost",
+        role="worker",
+        hostname="old-laptop",
+        pid=1,
+        instance_id="x",
+        version="0",
+        api_url="",
+        alive_window=1,
+    )
+    with db.begin() as conn:  # its last heartbeat was two hours ago
+        conn.execute(
+            node_db.nodes.update()
+            .where(node_db.nodes.c.node_id == "ghost")
+            .values(last_heartbeat=db.now() - 7200)
+        )
+    nodes = {n["node_id"]: n for n in client.get("/api/nodes").json()["nodes"]}
+    assert nodes["api-node"]["online"] and nodes["api-node"]["is_self"]
+    assert "ghost" not in nodes  # older than NODE_LIST_WINDOW_HOURS
+    reply = client.post("/api/nodes/cleanup-stale", json={"older_than_sec": 600}).json()
+    assert reply == {"status": "ok", "deleted": 1, "node_ids": ["ghost"]}
+    assert not node_db.exists(db, "ghost") and node_db.exists(db, "api-node")
+
+
+def test_runtime_config_shows_the_auto_tune_profile(serve) -> None:
+    client, _ = serve(auto_tune=True, train_batch_size=3)
+    body = client.get("/api/runtime-config").json()
+    profile = body["auto_profile"]
+    assert profile["auto_tune"] is True and profile["train_batch_size"] == 3  # explicit wins
+    assert "train_batch_size" not in profile["auto_chosen"] and "model_size" in profile["auto_chosen"]
+    assert profile["device"] in ("cpu", "cuda", "mps") and profile["cpu_cores"] >= 1
+    assert body["database_backend"] in ("sqlite", "postgresql")
+
+
+def test_healthz_and_prometheus_metrics(db: Database, serve) -> None:
+    client, _ = serve()
+    assert client.get("/healthz").json() == {"status": "ok", "database": "ok"}
+    counters.add(db, {'pages "fetched"': 7})
+    text = client.get("/metrics").text
+    assert 'aifactory_counter{name="pages \\"fetched\\""} 7' in text
+    assert 'aifactory_engine_running{node="api-node",engine="ticker"} 0' in text
+    assert 'aifactory_node_online{node="api-node",role="master"} 1' in text
+    # every sample line belongs to a family declared by a TYPE line just before its group
+    families = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")]
+    samples = [
+        line.split("{")[0].split()[0] for line in text.splitlines() if line and not line.startswith("#")
+    ]
+    assert all(name in families for name in samples)
+    assert len(families) == len(set(families))
+
+
+def test_openapi_schema_has_typed_models(serve) -> None:
+    client, _ = serve()
+    schema = client.get("/openapi.json").json()
+    status = schema["paths"]["/api/status"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert status["schema"]["$ref"].endswith("/StatusResponse")
+    control = schema["paths"]["/api/control"]["post"]
+    assert control["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/ControlRequest")
+    assert schema["components"]["schemas"]["ControlRequest"]["properties"]["action"]["enum"] == [
+        "start",
+        "stop",
+    ]
+
+
+def test_status_returns_the_newest_fifty_events(db: Database, serve) -> None:
+    """The status walks the events index from the newest; a long log gives the same 50 newest."""
+    client, _ = serve()
+    from aifactory.db.schema import events as events_table
+
+    with db.begin() as conn:
+        conn.execute(
+            events_table.insert(),
+            [
+                {"ts": time.time(), "node_id": "x", "level": "info", "source": "t", "message": f"e{i}"}
+                for i in range(3000)
+            ],
+        )
+    body = client.get("/api/status").json()
+    assert len(body["events"]) == 50 and body["events"][0]["message"] == "e2999"
