@@ -10,6 +10,7 @@ TORCH_VERSION ?= 2.13.0
 # version, so a machine without an NVIDIA GPU gets the small CPU build.
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS ?=
+LINT_PATHS := src tests $(wildcard benchmarks)
 
 .PHONY: run test install install-test torch lint format docs clean
 
@@ -17,8 +18,8 @@ run: install
 	$(BIN)/aifactory up
 
 test: install-test
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 $(BIN)/python:
@@ -49,11 +50,11 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 lint: install-test
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check $(LINT_PATHS)
 
 format: install-test
-	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format $(LINT_PATHS)
+	$(BIN)/ruff check --fix $(LINT_PATHS)
 
 docs: install
 	$(BIN)/aifactory config --markdown > docs/configuration.md
