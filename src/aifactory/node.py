@@ -166,8 +166,10 @@ class Node:
                 self._finished(name, runner, want_running)
                 runner = None
             if want_running and runner is None and now >= self._not_before.get(name, 0.0):
+                # Reported before the engine runs, so its own reports (even a crash at once) come after.
+                # last_error stays: the last failure is worth seeing while the engine runs again.
+                engine_db.report(self.db, self.node_id, name, started_at=self.db.now())
                 self.runners[name] = EngineRunner(spec, self.settings, self.db, self.node_id)
-                engine_db.report(self.db, self.node_id, name, started_at=self.db.now(), last_error="")
             elif not want_running and runner is not None:
                 if runner.stop_requested_at is None:
                     engine_db.report(self.db, self.node_id, name, phase="stopping")
