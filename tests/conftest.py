@@ -23,6 +23,18 @@ from aifactory.db import Database, migrate
 from aifactory.settings import Settings
 
 PG_URL = os.environ.get("AIFACTORY_TEST_DATABASE_URL", "")
+
+# Tests never reach the internet: the sources that default to public APIs (Wikipedia, arXiv, HN and
+# feeds) are off for every node and subprocess a test starts, unless the test turns one on with a
+# local stand-in.
+for _name in (
+    "ENABLE_WIKIPEDIA_COLLECTOR",
+    "ENABLE_ARXIV_COLLECTOR",
+    "ENABLE_RSS_COLLECTOR",
+    "ENABLE_NEWS_COLLECTOR",
+    "ENABLE_AUTO_DISCOVERY",
+):
+    os.environ[_name] = "0"
 REQUIRE_PG = os.environ.get("AIFACTORY_REQUIRE_POSTGRES") == "1"
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from aifactory.db import migrate
 from tests.conftest import free_port
 from tests.processes import env_for, start_factory, stop
 from tests.test_settings import SEED_DEFAULTS
@@ -91,7 +92,7 @@ def test_worker_needs_postgresql(tmp_path: Path) -> None:
 def test_db_upgrade_and_status_on_a_fresh_data_dir(tmp_path: Path) -> None:
     assert "is empty" in aifactory("status", cwd=tmp_path).stdout
     first = aifactory("db", "upgrade", cwd=tmp_path)
-    assert first.returncode == 0 and "upgraded from empty to 0001" in first.stdout
+    assert first.returncode == 0 and f"upgraded from empty to {migrate.head_revision()}" in first.stdout
     assert "up to date" in aifactory("db", "upgrade", cwd=tmp_path).stdout
     assert (tmp_path / "data" / "aifactory.db").exists()
     assert "no nodes have registered yet" in aifactory("status", cwd=tmp_path).stdout

@@ -5,6 +5,9 @@ aifactory worker        start a collection-only node on a shared PostgreSQL
 aifactory status        print nodes, engines and counters from the database
 aifactory config        print the effective settings (secrets masked) and the auto-tune profile
 aifactory db upgrade    apply database migrations
+aifactory crawl URL...  crawl from these URLs now (one-off, with a progress line) and print a summary
+aifactory train         train the model in the foreground for a number of steps
+aifactory model info    print the checkpoints' size, parameters and provenance
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from aifactory import __version__
 from aifactory.autotune import resolve_profile
@@ -119,6 +123,60 @@ def cmd_db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_crawl(settings: Settings, args: argparse.Namespace) -> int:
+    from aifactory.collect.oneoff import crawl_command  # the crawler's imports only when crawling
+
+    quiet = "warning" if settings.log_level == "info" else settings.log_level  # the progress line says it
+    configure_logging(settings.model_copy(update={"log_level": quiet}))
+    db = open_database(settings)
+    try:
+        return crawl_command(settings, db, args.urls, args.max_pages, args.refetch)
+    finally:
+        db.dispose()
+
+
+def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
+    from aifactory.text.ingest import ingest  # text-processing imports only when ingesting
+
+    quiet = "warning" if settings.log_level == "info" else settings.log_level  # the progress line says it
+    configure_logging(settings.model_copy(update={"log_level": quiet}))
+    missing = [str(path) for path in args.paths if not path.exists()]
+    if missing:
+        print(f"aifactory: no such file or folder: {', '.join(missing)}", file=sys.stderr)
+        return 1
+    db = open_database(settings)
+    try:
+        totals, skipped = ingest(settings, db, args.paths)
+    finally:
+        db.dispose()
+    filtered = {
+        k.removeprefix("docs.filtered."): v for k, v in totals.items() if k.startswith("docs.filtered.")
+    }
+    duplicates = totals["docs.duplicate.exact"] + totals["docs.duplicate.near"]
+    print(
+        f"{totals['docs.read']} documents read: {totals['docs.stored']} stored, {duplicates} duplicates, "
+        f"{sum(filtered.values())} filtered"
+    )
+    for reason, count in sorted(filtered.items(), key=lambda item: -item[1]):
+        print(f"    filtered {reason}: {count}")
+    for line in skipped:
+        print(f"    skipped {line}")
+    print(f"database: {db.display_url}")
+    return 0
+
+
+def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
+    from aifactory.train.foreground import train_command  # imports torch: only when training
+
+    return train_command(settings, steps=args.steps, text_file=args.text_file, out=args.checkpoint_dir)
+
+
+def cmd_model_info(settings: Settings, args: argparse.Namespace) -> int:
+    from aifactory.train.foreground import model_info_command
+
+    return model_info_command(settings, directory=args.checkpoint_dir, as_json=args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aifactory",
@@ -175,6 +233,68 @@ def build_parser() -> argparse.ArgumentParser:
         description="Apply pending schema migrations to DATABASE_URL.",
     )
     upgrade.set_defaults(func=cmd_db_upgrade)
+
+    crawl = sub.add_parser(
+        "crawl",
+        help="crawl from the given URLs now and print a summary",
+        description="Crawl the sites of the given URLs once, with the crawler settings "
+        "(robots.txt, CRAWLER_DOMAIN_MIN_INTERVAL_SEC between requests to a host, network "
+        "safety) and the configured database, showing progress on stderr. Pages land in the "
+        "frontier and the pages table like the collector engine's. Local or private "
+        "addresses need CRAWLER_PRIVATE_ALLOWLIST (e.g. 127.0.0.1).",
+    )
+    crawl.add_argument("urls", nargs="+", metavar="URL", help="start URLs (http:// or https://)")
+    crawl.add_argument(
+        "--max-pages", type=int, default=100, metavar="N", help="fetch at most N pages (default 100)"
+    )
+    crawl.add_argument(
+        "--refetch", action="store_true", help="fetch the start URLs again even if crawled before"
+    )
+    crawl.set_defaults(func=cmd_crawl)
+
+    ingest = sub.add_parser(
+        "ingest",
+        help="import local files (.txt, .md, .html, .jsonl, wiki dumps) as documents",
+        description="Import local files and folders through the same pipeline as crawled pages "
+        "(extraction, language, quality, PII masking, deduplication, policies): .txt, .md, .html, "
+        ".jsonl with a `text` field, and Wikipedia pages-articles dumps (.xml, .xml.bz2).",
+    )
+    ingest.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders")
+    ingest.set_defaults(func=cmd_ingest)
+
+    train = sub.add_parser(
+        "train",
+        help="train the model in the foreground for a number of steps",
+        description="Train for --steps more optimizer steps in the foreground, with a progress bar: the "
+        "trainer engine's cycles (evaluations, best/latest checkpoints in DATA_DIR/checkpoints, early "
+        "stopping, rollback and retry). Resumes from the latest checkpoint. Ctrl-C stops after the current "
+        "step and saves. Run it under `torchrun --nproc_per_node N -m aifactory train ...` for "
+        "DistributedDataParallel training.",
+    )
+    train.add_argument("--steps", type=int, required=True, help="optimizer steps to train")
+    train.add_argument(
+        "--text-file",
+        type=Path,
+        help="train on this text file, one token per UTF-8 byte (until the token dataset exists)",
+    )
+    train.add_argument(
+        "--checkpoint-dir", type=Path, help="where checkpoints go (default: DATA_DIR/checkpoints)"
+    )
+    train.set_defaults(func=cmd_train)
+
+    model = sub.add_parser(
+        "model", help="inspect the trained model", description="Inspect the trained model."
+    )
+    model_sub = model.add_subparsers(dest="model_command", metavar="ACTION", required=True)
+    info = model_sub.add_parser(
+        "info",
+        help="print size, parameters and provenance of the checkpoints",
+        description="Print the latest, best and backup checkpoints: shape, parameter count, size on disk, "
+        "step, tokens seen, losses, tokenizer and dataset version they were trained on.",
+    )
+    info.add_argument("--checkpoint-dir", type=Path, help="default: DATA_DIR/checkpoints")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(func=cmd_model_info)
     return parser
 
 

@@ -149,17 +149,116 @@ class Settings(BaseSettings):
     )
     crawler_batch_sleep_sec: float = setting(0.6, "Pause after each batch of fetches.", CRAWL, ge=0, le=3600)
     crawler_allow_subdomains: bool = setting(False, "Follow links into subdomains of a seed's host.", CRAWL)
+    crawler_user_agent: str = setting(
+        "AIFactoryBot",
+        "Product token of the crawler's User-Agent; robots.txt groups for it apply.",
+        CRAWL,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+    )
+    crawler_contact_url: str = setting(
+        "",
+        "URL or e-mail put in the User-Agent so site owners can reach whoever runs the crawler.",
+        CRAWL,
+        max_length=300,
+    )
+    crawler_private_allowlist: CsvList = setting(
+        [],
+        "Hosts or networks (CIDR) the crawler may fetch although they are loopback/private/link-local.",
+        CRAWL,
+    )
+    crawler_max_depth: int = setting(
+        5, "Links more than this many hops from a seed are not followed.", CRAWL, ge=0
+    )
+    crawler_max_pages_per_host: int = setting(
+        1000, "Page budget of one host: URLs fetched from it (and twice that queued) at most.", CRAWL, ge=1
+    )
+    crawler_max_url_variants: int = setting(
+        50,
+        "URLs kept per path that differ only in query (or per calendar-like path); traps stop here.",
+        CRAWL,
+        ge=1,
+    )
+    crawler_connect_timeout_sec: float = setting(
+        10.0, "Seconds to resolve and connect before a fetch counts as a timeout.", CRAWL, gt=0, le=600
+    )
+    crawler_read_timeout_sec: float = setting(
+        20.0, "Seconds without receiving data before a fetch counts as a timeout.", CRAWL, gt=0, le=600
+    )
+    crawler_total_timeout_sec: float = setting(
+        60.0, "Seconds one fetch may take in all (a slow trickle is cut off too).", CRAWL, gt=0, le=3600
+    )
+    crawler_max_body_bytes: int = setting(
+        2_000_000, "Largest (decompressed) page kept; bigger ones are cut off and skipped.", CRAWL, ge=1024
+    )
+    crawler_max_redirects: int = setting(
+        5, "Redirects followed per fetch (loops are detected).", CRAWL, ge=0, le=20
+    )
+    crawler_max_attempts: int = setting(
+        3, "Tries per URL (timeouts, resets, 5xx) before it is given up.", CRAWL, ge=1, le=100
+    )
+    crawler_retry_base_sec: float = setting(
+        30.0,
+        "Back-off after a failed fetch; doubles with each further failure (per URL and per host).",
+        CRAWL,
+        ge=0,
+    )
+    crawler_max_backoff_sec: float = setting(
+        3600.0, "Longest back-off of a host, whether from Retry-After or repeated failures.", CRAWL, ge=0
+    )
+    crawler_robots_retry_sec: float = setting(
+        600.0,
+        "A host whose robots.txt is unreachable (5xx, network) is skipped this long, then retried.",
+        CRAWL,
+        ge=0,
+    )
+    crawler_lease_sec: float = setting(
+        60.0,
+        "A node holds a host this long per renewal; a dead node's hosts are free again after it.",
+        CRAWL,
+        ge=1,
+        le=3600,
+    )
+    crawler_recrawl_sec: float = setting(
+        604800.0,
+        "Fetched pages are fetched again (conditional GET) after this many seconds; 0 = never.",
+        CRAWL,
+        ge=0,
+    )
 
     # --- sources --------------------------------------------------------------------------------
     web_seed_urls: CsvList = setting([], "Comma-separated start URLs for the web crawl.", SOURCES)
+    enable_wikipedia_collector: bool = setting(
+        True, "Collect Wikipedia articles (random and linked) through the MediaWiki API.", SOURCES
+    )
+    wikipedia_languages: CsvList = setting(
+        ["ja", "en"], "Wikipedia language editions to collect from, comma-separated.", SOURCES
+    )
+    wikipedia_articles_per_cycle: int = setting(
+        10, "Wikipedia articles fetched per language per cycle.", SOURCES, ge=0, le=500
+    )
+    wikipedia_api_url: str = setting(
+        "https://{lang}.wikipedia.org/w/api.php", "MediaWiki API endpoint; {lang} is the edition.", SOURCES
+    )
+    source_poll_interval_sec: float = setting(
+        900.0, "Seconds between two polls of the same feed, HN list or Wikipedia edition.", SOURCES, ge=1
+    )
     enable_rss_collector: bool = setting(True, "Collect articles from RSS_FEEDS.", SOURCES)
     rss_feeds: CsvList = setting([], "Comma-separated RSS/Atom feed URLs.", SOURCES)
     enable_news_collector: bool = setting(True, "Collect articles from NEWS_FEEDS and Hacker News.", SOURCES)
+    rss_items_per_feed: int = setting(5, "Newest entries taken from each RSS feed per poll.", SOURCES, ge=1)
     news_feeds: CsvList = setting([], "Comma-separated news feed URLs.", SOURCES)
+    news_items_per_feed: int = setting(5, "Newest entries taken from each news feed per poll.", SOURCES, ge=1)
+    hn_api_url: str = setting("https://hacker-news.firebaseio.com/v0", "Hacker News API base URL.", SOURCES)
     hn_items: int = setting(15, "Hacker News top stories taken per cycle.", SOURCES, ge=0, le=500)
     enable_arxiv_collector: bool = setting(True, "Collect arXiv titles and abstracts.", SOURCES)
     arxiv_query: str = setting("cat:cs.LG OR cat:cs.CL OR cat:cs.AI", "arXiv API search query.", SOURCES)
     arxiv_max_results: int = setting(30, "arXiv results per cycle.", SOURCES, ge=1, le=2000)
+    arxiv_api_url: str = setting("https://export.arxiv.org/api/query", "arXiv API endpoint.", SOURCES)
+    arxiv_poll_interval_sec: float = setting(
+        3600.0, "Seconds between two arXiv queries (the API asks for at least 3 s).", SOURCES, ge=3
+    )
     enable_docs_collector: bool = setting(True, "Crawl documentation sites in DOC_SEED_URLS.", SOURCES)
     doc_seed_urls: CsvList = setting(
         [], "Comma-separated documentation start URLs (crawled within their path).", SOURCES
@@ -176,12 +275,30 @@ class Settings(BaseSettings):
     auto_discovery_results_per_query: int = setting(
         8, "Search results kept per discovery query.", SOURCES, ge=1
     )
+    auto_discovery_search_url: str = setting(
+        "",
+        "Optional search endpoint for AUTO_DISCOVERY_QUERIES (JSON: results[].url), {query} in it.",
+        SOURCES,
+    )
+    auto_discovery_min_quality: float = setting(
+        0.6,
+        "Only documents at least this good lend their out-links to automatic discovery.",
+        SOURCES,
+        ge=0,
+        le=1,
+    )
 
     # --- data quality and weighting --------------------------------------------------------------
     train_lang_only: str = setting(
         "ja,en", "Languages trained on, comma-separated (e.g. ja, en, ja,en); empty = all.", QUALITY
     )
     min_train_chars: int = setting(120, "Documents shorter than this are not trained on.", QUALITY, ge=0)
+    max_doc_chars: int = setting(
+        100_000,
+        "Longer documents are split at paragraph boundaries into parts of this size.",
+        QUALITY,
+        ge=1000,
+    )
     enable_text_dedup: bool = setting(True, "Drop exact and near-duplicate documents.", QUALITY)
     enable_pii_filter: bool = setting(
         True, "Mask e-mail addresses, phone numbers and IP addresses in stored text.", QUALITY
@@ -249,6 +366,27 @@ class Settings(BaseSettings):
     train_retry_max: int = setting(2, "Retries of a failed training cycle after rollback.", TRAIN, ge=0)
     train_retry_backoff_sec: float = setting(
         2.0, "Seconds before the first retry; doubles with each retry.", TRAIN, ge=0
+    )
+    train_n_kv_head: Annotated[int | None, BeforeValidator(_empty_is_auto)] = setting(
+        None, "Key/value heads; fewer than the heads = grouped-query attention (auto: heads).", TRAIN, ge=1
+    )
+    train_tie_embeddings: bool = setting(
+        True, "The output layer shares the token embedding matrix (fewer parameters).", TRAIN
+    )
+    train_lr_schedule: Literal["constant", "cosine"] = setting(
+        "constant",
+        "constant: warmup then TRAIN_LR for good (never-ending training); cosine: the original decay.",
+        TRAIN,
+    )
+    train_grad_clip: float = setting(1.0, "Gradient norm clipping threshold; 0 = off.", TRAIN, ge=0)
+    early_stopping_resume_growth: float = setting(
+        0.1,
+        "After an early-stopping pause, resume once the training tokens grew by this fraction.",
+        TRAIN,
+        gt=0,
+    )
+    train_log_every_sec: float = setting(
+        2.0, "Seconds between two training-metrics rows (evaluations are always written).", TRAIN, ge=0
     )
 
     # --- inference -------------------------------------------------------------------------------

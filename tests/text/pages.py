@@ -105,10 +105,38 @@ def docs_page() -> str:
 
 
 def near_copy_of_news() -> str:
-    """The same article syndicated by another site: different header, footer, navigation."""
+    """The same article syndicated by another site: different header, footer and navigation, and
+    lightly edited, so the main text is near (not exactly) the same."""
+    paragraphs = [NEWS_EN[0].replace("Tuesday evening", "Tuesday night"), *NEWS_EN[1:]]
     return page(
         "Council approves park plan",
-        NEWS_EN,
+        paragraphs,
         header="Valley Herald",
         footer="(c) Valley Herald Media Group. Reproduced with permission.",
     )
+
+
+VOCABULARY = (
+    "the of and to in that with for river bird garden council city people water morning evening "
+    "village school road bridge market teacher doctor farmer winter summer autumn spring forest "
+    "mountain valley lake harbour train station library museum window kitchen story letter music "
+    "painting season harvest weather storm sunlight shadow journey friend family neighbour child "
+    "walked found built carried opened wrote remembered noticed painted visited crossed gathered "
+    "quiet bright narrow ancient careful gentle heavy early late distant small large green old new"
+)
+
+
+def varied_text(paragraphs: int, seed: int = 7) -> str:
+    """Long, non-repetitive English-like prose (random sentences over a small vocabulary)."""
+    import random
+
+    rng = random.Random(seed)
+    vocabulary = VOCABULARY.split()
+    out = []
+    for _ in range(paragraphs):
+        sentences = []
+        for _ in range(rng.randint(3, 6)):
+            words = [rng.choice(vocabulary) for _ in range(rng.randint(8, 16))]
+            sentences.append(" ".join(words).capitalize() + ".")
+        out.append(" ".join(sentences))
+    return "\n\n".join(out)

@@ -80,3 +80,180 @@ system_config = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
     sa.Column("updated_at", sa.Float),
 )
+
+# --- the crawler (issue #3) ---------------------------------------------------------------------------
+# Work is claimed per host: a node leases a `hosts` row and fetches that host's due `frontier` rows, so
+# politeness state (next allowed request, back-off, robots.txt) lives with the one node holding the lease.
+# "Host" here is a URL's origin, scheme://hostname[:port], the unit robots.txt applies to.
+
+hosts = sa.Table(
+    "hosts",
+    metadata,
+    sa.Column("origin", sa.String(300), primary_key=True),
+    sa.Column("hostname", sa.String(255), nullable=False),
+    # A stable hash of the origin; node i of n active collectors prefers hosts with shard % n == i.
+    sa.Column("shard", sa.Integer, nullable=False),
+    sa.Column("source", sa.String(32), nullable=False, server_default="web"),
+    # has_work: queued URLs exist; ready_at: politeness / back-off, the earliest the host may be claimed.
+    sa.Column("has_work", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("ready_at", sa.Float, nullable=False, server_default="0"),
+    sa.Column("lease_owner", sa.String(128)),
+    sa.Column("lease_expires", sa.Float),
+    sa.Column("crawl_delay", sa.Float),
+    sa.Column("error_streak", sa.Integer, nullable=False, server_default="0"),
+    # robots.txt cache shared by every node: HTTP status (0 = unreachable), body (size-limited), expiry.
+    sa.Column("robots_status", sa.Integer),
+    sa.Column("robots_body", sa.Text),
+    sa.Column("robots_expires_at", sa.Float),
+    sa.Column("tdmrep", sa.Text),  # /.well-known/tdmrep.json as fetched ("" = none)
+    sa.Column("pages_fetched", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("urls_known", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_at", sa.Float),
+)
+
+frontier = sa.Table(
+    "frontier",
+    metadata,
+    # Keyed by a 64-bit hash of the normalized URL: a small fixed-width key instead of a text index.
+    sa.Column("url_hash", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("origin", sa.String(300), nullable=False),
+    sa.Column("depth", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("source", sa.String(32), nullable=False, server_default="web"),
+    sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
+    # Links found on this URL's page are followed only inside this URL prefix (see collect.urls.in_scope).
+    sa.Column("scope", sa.Text, nullable=False, server_default=""),
+    # queued -> done | failed | blocked | skipped; done rows come back to queued when a refetch is due.
+    sa.Column("state", sa.String(16), nullable=False, server_default="queued"),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_fetch_at", sa.Float),  # NULL = never again
+    sa.Column("last_fetched_at", sa.Float),
+    sa.Column("http_status", sa.Integer),
+    sa.Column("error", sa.String(64)),
+    sa.Column("etag", sa.String(300)),
+    sa.Column("last_modified", sa.String(100)),
+    # URLs sharing a variant key (one path with many queries, a calendar pattern) are capped together.
+    sa.Column("variant_key", sa.BigInteger),
+    sa.Column("discovered_at", sa.Float),
+)
+
+pages = sa.Table(
+    "pages",
+    metadata,
+    sa.Column("url_hash", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("final_url", sa.Text, nullable=False),
+    sa.Column("origin", sa.String(300), nullable=False),
+    sa.Column("source", sa.String(32), nullable=False, server_default="web"),
+    sa.Column("depth", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("content_type", sa.String(200), nullable=False, server_default=""),
+    sa.Column("charset", sa.String(64), nullable=False, server_default=""),
+    sa.Column("body_bytes", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("headers", sa.JSON),
+    sa.Column("title", sa.Text, nullable=False, server_default=""),
+    sa.Column("links", sa.Integer, nullable=False, server_default="0"),
+    # False when the site opted out of AI training (robots AI groups, TDM reservation, noai).
+    sa.Column("train_allowed", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("optout_reason", sa.String(200), nullable=False, server_default=""),
+    sa.Column("node_id", sa.String(128), nullable=False, server_default=""),
+    sa.Column("fetched_at", sa.Float, nullable=False),
+)
+
+# --- text pipeline (migration 0004) ---------------------------------------------------------------
+
+documents = sa.Table(
+    "documents",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("url", sa.String(2000), nullable=False, unique=True),
+    sa.Column("final_url", sa.String(2000), nullable=False, server_default=""),
+    sa.Column("domain", sa.String(255), nullable=False, server_default=""),
+    sa.Column("title", sa.String(500), nullable=False, server_default=""),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("char_count", sa.Integer, nullable=False),
+    sa.Column("language", sa.String(16), nullable=False, server_default="und"),
+    sa.Column("language_confidence", sa.Float, nullable=False, server_default="0"),
+    sa.Column("source_type", sa.String(32), nullable=False),
+    sa.Column("quality_score", sa.Float, nullable=False, server_default="0"),
+    # sha-256 (first 16 bytes) of the whitespace- and case-folded text: exact duplicates collide here
+    sa.Column("content_hash", sa.LargeBinary(16), nullable=False, unique=True),
+    sa.Column("license_tag", sa.String(64), nullable=False, server_default="unknown"),
+    sa.Column("allowed_for_training", sa.Boolean, nullable=False, server_default=sa.true()),
+    # why it may not be trained on: policy:<pattern>, or the page's own opt-out (robots, tdm, noai)
+    sa.Column("block_reason", sa.String(200), nullable=False, server_default=""),
+    sa.Column("optout_reason", sa.String(200), nullable=False, server_default=""),
+    sa.Column("published", sa.String(64), nullable=False, server_default=""),
+    sa.Column("node_id", sa.String(128), nullable=False, server_default=""),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("minhash", sa.LargeBinary),  # uint32[112] signature, to confirm LSH candidates
+)
+
+# The LSH index: one row per (band, key) of each stored document, shared by every node.
+minhash_bands = sa.Table(
+    "minhash_bands",
+    metadata,
+    sa.Column("band", sa.SmallInteger, primary_key=True),
+    sa.Column("band_key", sa.BigInteger, primary_key=True),
+    sa.Column("doc_id", sa.BigInteger, sa.ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True),
+)
+
+source_policies = sa.Table(
+    "source_policies",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("domain_pattern", sa.String(255), nullable=False),
+    sa.Column("source_type", sa.String(32), nullable=False, server_default="any"),
+    sa.Column("license_tag", sa.String(64), nullable=False, server_default="unknown"),
+    sa.Column("allow_training", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("base_weight", sa.Float, nullable=False, server_default="1"),
+    sa.Column("notes", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_at", sa.Float),
+    sa.Column("updated_at", sa.Float),
+    sa.UniqueConstraint("domain_pattern", "source_type", name="uq_source_policies_pattern_type"),
+)
+
+# Pages waiting for the text pipeline: written by the crawler in its transaction, removed in the
+# transaction that stores their documents; a node that dies mid-way leaves them to be claimed again.
+staged_pages = sa.Table(
+    "staged_pages",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("url", sa.String(2000), nullable=False),
+    sa.Column("final_url", sa.String(2000), nullable=False, server_default=""),
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column("content_type", sa.String(200), nullable=False, server_default=""),
+    sa.Column("title", sa.String(500), nullable=False, server_default=""),
+    sa.Column("body", sa.LargeBinary, nullable=False),  # zlib-compressed UTF-8 text
+    sa.Column("train_allowed", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("optout_reason", sa.String(200), nullable=False, server_default=""),
+    sa.Column("license_hint", sa.String(64), nullable=False, server_default=""),
+    sa.Column("published", sa.String(64), nullable=False, server_default=""),
+    sa.Column("links", sa.JSON),  # out-links to other sites, for automatic discovery
+    sa.Column("node_id", sa.String(128), nullable=False, server_default=""),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("claimed_by", sa.String(128)),
+    sa.Column("claimed_until", sa.Float),
+)
+
+# --- training (issue #6) -------------------------------------------------------------------------------
+# One row per logged training step; aifactory.train.metrics.prune thins old rows so the table stays small.
+
+training_metrics = sa.Table(
+    "training_metrics",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("node_id", sa.String(128), nullable=False, server_default=""),
+    sa.Column("step", sa.BigInteger, nullable=False),
+    # Passes over the training tokens of the dataset at the time (it grows, so epochs are fractional).
+    sa.Column("epoch", sa.Float, nullable=False),
+    sa.Column("tokens_seen", sa.BigInteger, nullable=False),
+    sa.Column("train_loss", sa.Float),
+    sa.Column("val_loss", sa.Float),  # set on rows written right after an evaluation
+    sa.Column("val_bpb", sa.Float),
+    sa.Column("best_val_loss", sa.Float),
+    sa.Column("lr", sa.Float),
+    sa.Column("tokens_per_sec", sa.Float),
+    sa.Column("mfu", sa.Float),
+)

@@ -1,7 +1,7 @@
 """Main-text extraction: the article, not the navigation, ads, cookie banners or comments.
 
 HTML goes through trafilatura in precision mode (the FineWeb setting): main content only, no
-comments, repeated segments removed, with title and publication date when the page has them. Plain
+comments, with title and publication date when the page has them. Plain
 text and Markdown pass through normalised. Extraction runs under a time limit, so an adversarial
 page (deep nesting, megabyte lines) costs a bounded amount of CPU and is then counted as rejected.
 """
@@ -71,7 +71,9 @@ def extract_html(html: str, url: str | None = None) -> Extracted | None:
         favor_precision=True,
         include_comments=False,
         include_tables=True,
-        deduplicate=True,
+        # No trafilatura dedup: its cache is per process and history-dependent (a page seen twice
+        # would vanish as 'no text'); duplicates are the pipeline's persistent dedup's job.
+        deduplicate=False,
         with_metadata=True,
         config=_config(),
     )

@@ -5,8 +5,8 @@ for Japanese/Chinese, where a "word" would be a whole sentence), 112 hash functi
 8. Two documents whose shingle sets have Jaccard similarity 0.8 share at least one band with
 probability 0.92; at 0.5, 0.05.
 
-Shingles are hashed with a 64-bit polynomial over per-unit ids (crc32 of each word, or the code
-point of each character), all in numpy; the permutations are multiply-shift hashes
+Shingles are hashed with a 64-bit polynomial over per-unit ids (a polynomial hash of each word,
+or the code point of each character), all in numpy; the permutations are multiply-shift hashes
 ((a·x + b) mod 2^64) >> 32 applied to the whole shingle array at once. Everything is seeded with
 constants, so every node computes the same signature for the same text.
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 import unicodedata
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +26,7 @@ BANDS = 14
 ROWS = 8
 NGRAM = 5
 _PRIME = np.uint64(1_000_003)
+_PRIME_INVERSE = np.uint64(pow(1_000_003, -1, 2**64))
 _rng = np.random.default_rng(20240613)
 _A = _rng.integers(1, 2**63, size=NUM_PERM, dtype=np.uint64) | np.uint64(1)  # odd multipliers
 _B = _rng.integers(0, 2**63, size=NUM_PERM, dtype=np.uint64)
@@ -71,14 +71,62 @@ def similarity(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(a == b))
 
 
+_ASCII_SIMPLE = str.maketrans(
+    {ch: " " for ch in map(chr, range(128)) if not ch.isalnum() and not ch.isspace() and ch != "_"}
+    | {str(d): "0" for d in range(10)}
+)
+
+
 def simplify(text: str, language: str = "") -> str:
     """FineWeb's `simplify_text`: lower case, no accents, no punctuation, every digit a 0.
 
     Accents are stripped only outside Japanese/Chinese, where decomposition would turn が into か."""
     text = text.lower()
-    if not text.isascii() and language not in CJK_LANGUAGES:
+    if text.isascii():  # the common case, all in C: one translate, one split
+        return " ".join(text.translate(_ASCII_SIMPLE).split())
+    if language not in CJK_LANGUAGES:
         text = "".join(ch for ch in unicodedata.normalize("NFKD", text) if not unicodedata.combining(ch))
-    return _SPACES.sub(" ", _DIGIT.sub("0", _PUNCT.sub(" ", text))).strip()
+    return " ".join(_DIGIT.sub("0", _PUNCT.sub(" ", text)).split())
+
+
+class _Powers:
+    """P^i and P^-i modulo 2^64 (P is odd, hence invertible), grown on demand."""
+
+    def __init__(self) -> None:
+        self.up = np.ones(1, dtype=np.uint64)
+        self.down = np.ones(1, dtype=np.uint64)
+
+    def get(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        if len(self.up) < n:
+            size = max(n, 2 * len(self.up))
+            self.up, self.down = _power_table(_PRIME, size), _power_table(_PRIME_INVERSE, size)
+        return self.up[:n], self.down[:n]
+
+
+def _power_table(base: np.uint64, size: int) -> np.ndarray:
+    with np.errstate(over="ignore"):  # wrapping products are the point: arithmetic mod 2^64
+        rest = np.cumprod(np.full(size - 1, base, dtype=np.uint64))
+    return np.concatenate((np.ones(1, dtype=np.uint64), rest))
+
+
+_POWERS = _Powers()
+
+
+def word_hashes(simple: str) -> np.ndarray:
+    """A 64-bit polynomial hash of each space-separated word, without a Python loop over words.
+
+    With S the prefix sums of code[j]·P^j, the word [a, b) hashes to (S[b] - S[a])·P^-a."""
+    codes = np.frombuffer(simple.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    n = len(codes)
+    if n == 0:
+        return codes
+    up, down = _POWERS.get(n)
+    spaces = np.flatnonzero(codes == 32)
+    starts = np.concatenate(([0], spaces + 1))
+    ends = np.concatenate((spaces, [n]))
+    with np.errstate(over="ignore"):
+        prefix = np.concatenate((np.zeros(1, dtype=np.uint64), np.cumsum(codes * up, dtype=np.uint64)))
+        return (prefix[ends] - prefix[starts]) * down[starts]
 
 
 def shingle_hashes(text: str, language: str, n: int = NGRAM) -> np.ndarray:
@@ -87,7 +135,7 @@ def shingle_hashes(text: str, language: str, n: int = NGRAM) -> np.ndarray:
     if language in CJK_LANGUAGES:
         units = np.frombuffer(simple.replace(" ", "").encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
     else:
-        units = np.fromiter((zlib.crc32(w.encode()) for w in simple.split()), dtype=np.uint64)
+        units = word_hashes(simple)
     if units.size == 0:
         return units
     if units.size < n:  # a very short text is one shingle

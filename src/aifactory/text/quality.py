@@ -20,12 +20,16 @@ import numpy as np
 
 CJK_LANGUAGES = {"ja", "zh"}
 ANALYSIS_CHARS = 30_000  # statistics on a sample: enough to see spam, bounded in time
-CJK_ANALYSIS_CHARS = 10_000  # character n-grams: one unit per character, so a smaller sample
+REPETITION_CHARS = 15_000  # n-gram statistics: a page's repetitiveness shows in its first part
+CJK_ANALYSIS_CHARS = 8_000  # character n-grams: one unit per character, so a smaller sample
 _PRIME = np.uint64(1_000_003)
 STOP_WORDS_EN = {"the", "be", "to", "of", "and", "that", "have", "with"}
 TERMINAL = tuple(".!?\"'。｡！？」』)”")
 _WORD = re.compile(r"\w+", re.UNICODE)
-_SENTENCE_END = re.compile(r"(?<=[。．！？!?])")
+_REAL_WORD = re.compile(r"(?<!\S)\S*[^\W_]\S*")  # a whitespace-separated word with a letter or digit
+_ALPHA_WORD = re.compile(r"(?<!\S)\S*[^\W\d_]\S*")  # ... with a letter
+_SPACE = re.compile(r"\s")
+_SENTENCE = re.compile(r"[^。．！？!?\n]+[。．！？!?]?")
 _HIRAGANA = re.compile(r"[\u3040-\u309f]")
 _KATAKANA = re.compile(r"[\u30a0-\u30ff]")
 _HAN = re.compile(r"[\u4e00-\u9fff\u3400-\u4dbf]")
@@ -139,12 +143,13 @@ def _line_repetition(checks: _Checks, lines: list[str], rules: QualityRules) -> 
 
 
 def _spaced_rules(checks: _Checks, sample: str, lines: list[str], language: str, rules: QualityRules) -> None:
+    # Regular expressions and map() keep the per-word work in C: this runs on every page.
     words = sample.split()
-    real_words = [w for w in words if any(ch.isalnum() for ch in w)]
+    real_words = _REAL_WORD.findall(sample)  # whitespace-separated words with a letter or digit
     checks.at_least("too_few_words", len(real_words), rules.min_words)
     if not real_words:
         return
-    mean_length = sum(len(w) for w in real_words) / len(real_words)
+    mean_length = sum(map(len, real_words)) / len(real_words)
     checks.at_least("short_words", mean_length, rules.min_avg_word_length)
     checks.at_most("long_words", mean_length, rules.max_avg_word_length)
     symbols = sample.count("#") + sample.count("...") + sample.count("…")
@@ -153,20 +158,24 @@ def _spaced_rules(checks: _Checks, sample: str, lines: list[str], language: str,
     checks.at_most("bullet_lines", bullets / len(lines), rules.max_bullet_lines_ratio)
     ellipsis = sum(1 for line in lines if line.rstrip().endswith(("...", "…")))
     checks.at_most("ellipsis_lines", ellipsis / len(lines), rules.max_ellipsis_lines_ratio)
-    alpha = sum(1 for w in words if any(ch.isalpha() for ch in w))
+    alpha = len(_ALPHA_WORD.findall(sample))
     checks.at_least("non_alpha_words", alpha / len(words), rules.min_alpha_words_ratio)
+    lowered = sample.lower()
     if language == "en":
-        stop = sum(1 for w in words if w.lower() in STOP_WORDS_EN)
+        stop = sum(map(STOP_WORDS_EN.__contains__, lowered.split()))
         checks.at_least("no_stop_words", stop, rules.min_stop_words)
     punct = sum(1 for line in lines if line.rstrip().endswith(TERMINAL))
     checks.at_least("no_punctuation", punct / len(lines), rules.min_line_punct_ratio)
-    tokens = [w.lower() for w in _WORD.findall(sample)]
-    _ngram_repetition(checks, tokens, rules.top_ngram_max, rules.dup_ngram_max)
+    tokens = _WORD.findall(lowered[:REPETITION_CHARS])
+    if not tokens:
+        return
+    _, ids = np.unique(np.array(tokens), return_inverse=True)
+    lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+    _ngram_repetition(checks, ids.astype(np.uint64), lengths, rules.top_ngram_max, rules.dup_ngram_max)
 
 
 def _cjk_rules(checks: _Checks, sample: str, language: str, rules: QualityRules) -> None:
-    visible = [ch for ch in sample if not ch.isspace()]
-    total = max(1, len(visible))
+    total = max(1, len(sample) - len(_SPACE.findall(sample)))
     hiragana = len(_HIRAGANA.findall(sample))
     katakana = len(_KATAKANA.findall(sample))
     han = len(_HAN.findall(sample))
@@ -174,53 +183,65 @@ def _cjk_rules(checks: _Checks, sample: str, language: str, rules: QualityRules)
     if language == "ja":
         checks.at_least("low_hiragana", hiragana / total, rules.min_hiragana_ratio)
         checks.at_most("too_much_katakana", katakana / total, rules.max_katakana_ratio)
-    sentences = [s.strip() for line in sample.split("\n") for s in _SENTENCE_END.split(line) if s.strip()]
+    sentences = [s for s in _SENTENCE.findall(sample) if s.strip()]
     if sentences:
-        mean = sum(len(s) for s in sentences) / len(sentences)
+        mean = sum(map(len, sentences)) / len(sentences)
         checks.at_least("short_sentences", mean, rules.min_mean_sentence_chars)
         checks.at_most("long_sentences", mean, rules.max_mean_sentence_chars)
-    chars = [ch for ch in sample[:CJK_ANALYSIS_CHARS] if not ch.isspace()]
-    _ngram_repetition(checks, chars, rules.cjk_top_ngram_max, rules.cjk_dup_ngram_max)
+    chars = _SPACE.sub("", sample[:CJK_ANALYSIS_CHARS])
+    ids = np.frombuffer(chars.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    _ngram_repetition(
+        checks, ids, np.ones(len(ids), dtype=np.int64), rules.cjk_top_ngram_max, rules.cjk_dup_ngram_max
+    )
 
 
 def _ngram_repetition(
     checks: _Checks,
-    units: list[str],
+    ids: np.ndarray,
+    lengths: np.ndarray,
     top_max: tuple[tuple[int, float], ...],
     dup_max: tuple[tuple[int, float], ...],
 ) -> None:
     """Gopher's repetition rules over words (or characters for CJK), vectorised with numpy.
 
+    `ids` identify the units (equal units, equal ids) and `lengths` are their lengths in characters.
     top n-gram: share of characters taken by the most frequent n-gram; duplicated n-grams: share of
     characters covered by n-grams that occur more than once. n-grams are compared by a 64-bit
     polynomial hash, built for n from the hash for n - 1."""
-    if not units:
-        return
-    index: dict[str, int] = {}
-    ids = np.fromiter((index.setdefault(u, len(index)) + 1 for u in units), dtype=np.uint64, count=len(units))
-    lengths = np.fromiter((len(u) for u in units), dtype=np.int64, count=len(units))
+    units = len(ids)
     total = int(lengths.sum())
+    if units == 0 or total == 0:
+        return
+    ids = ids + np.uint64(1)  # no zero ids: a zero would vanish from the polynomial
     limits = {n: ("top", limit) for n, limit in top_max} | {n: ("dup", limit) for n, limit in dup_max}
     hashes = ids.copy()
     gram_lengths = lengths.copy()
     with np.errstate(over="ignore"):
         for n in range(2, max(limits) + 1):
-            if len(units) < n:
+            if units < n:
                 return
             hashes = hashes[:-1] * _PRIME + ids[n - 1 :]
             gram_lengths = gram_lengths[:-1] + lengths[n - 1 :]
             if n not in limits:
                 continue
             kind, limit = limits[n]
-            _, first, inverse, counts = np.unique(
-                hashes, return_index=True, return_inverse=True, return_counts=True
-            )
+            # Group equal hashes by sorting once (what np.unique does, minus what is not needed).
+            order = np.argsort(hashes)
+            ordered = hashes[order]
+            starts_group = np.empty(len(ordered), dtype=bool)
+            starts_group[0] = True
+            np.not_equal(ordered[1:], ordered[:-1], out=starts_group[1:])
+            group = np.cumsum(starts_group) - 1
+            counts = np.bincount(group)
             if kind == "top":
                 best = int(np.argmax(counts))
-                share = counts[best] * gram_lengths[first[best]] / total if counts[best] > 1 else 0.0
+                first = order[np.flatnonzero(starts_group)[best]]
+                share = counts[best] * gram_lengths[first] / total if counts[best] > 1 else 0.0
             else:
-                starts = np.flatnonzero(counts[inverse] > 1)
-                edges = np.zeros(len(units) + 1, dtype=np.int64)
+                repeated = np.empty(len(ordered), dtype=bool)
+                repeated[order] = counts[group] > 1
+                starts = np.flatnonzero(repeated)
+                edges = np.zeros(units + 1, dtype=np.int64)
                 np.add.at(edges, starts, 1)
                 np.add.at(edges, starts + n, -1)
                 share = lengths[np.cumsum(edges[:-1]) > 0].sum() / total

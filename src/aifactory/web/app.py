@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from aifactory import __version__
 from aifactory.web.context import AppContext
-from aifactory.web.routes import control, status
+from aifactory.web.routes import control, policies, status, training
 
 
 def create_app(ctx: AppContext) -> FastAPI:
@@ -22,4 +22,6 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.state.ctx = ctx
     app.include_router(status.router)
     app.include_router(control.router)
+    app.include_router(training.router)
+    app.include_router(policies.router)
     return app

@@ -1,0 +1,243 @@
+"""Crawl throughput against a local site, next to the raw HTTP throughput of the same server.
+
+    python benchmarks/crawl_fetch.py
+
+A fixture site of 2,016 pages on 16 hosts (16 ports of 127.0.0.1, pre-rendered HTML, an aiohttp server
+in its own process) is crawled by 1, 2 and 4 `aifactory worker` processes sharing one PostgreSQL
+(AIFACTORY_BENCH_DATABASE_URL, default postgresql://postgres@127.0.0.1:5432/test; each run in its own
+schema, dropped afterwards), with politeness intervals at 0 but robots.txt, safety checks, link
+extraction, the page sink and the frontier all on. "Raw HTTP" is a bare aiohttp client fetching the
+same 2,016 URLs with the same concurrency as one worker, measured in the same run, so the ratio
+says what the crawler's bookkeeping costs per page. The last line is
+`RESULT crawl_vs_raw_http_ratio <1-worker crawl pages/s / raw pages/s>`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import uuid
+from pathlib import Path
+
+import aiohttp
+import psycopg
+from aiohttp import web
+
+HOSTS, PAGES_PER_HOST = 16, 125  # + one home page per host = 2,016 pages
+CONCURRENCY = 16  # fetches at once per worker process (MAX_CRAWLER_WORKERS), and for the raw client
+DOMAIN_CONCURRENCY = 4
+DEFAULT_DB = "postgresql://postgres@127.0.0.1:5432/test"
+PARAGRAPH = "<p>" + "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 30 + "</p>"
+
+
+# --- the fixture server (its own process) ---------------------------------------------------------------
+def site_pages() -> dict[str, bytes]:
+    pages = {"/": "".join(f'<a href="/p/{i}">page {i}</a> ' for i in range(PAGES_PER_HOST))}
+    for i in range(PAGES_PER_HOST):
+        nav = "".join(f'<a href="/p/{(i + k) % PAGES_PER_HOST}">next {k}</a> ' for k in (1, 2, 3, 5, 8))
+        pages[f"/p/{i}"] = f'<a href="/">home</a> {nav} {PARAGRAPH}'
+    return {
+        path: f"<!doctype html><html><head><title>{path}</title></head><body>{body}</body></html>".encode()
+        for path, body in pages.items()
+    }
+
+
+def serve(ports: list[int], ready: multiprocessing.synchronize.Event, stats_port: int) -> None:
+    pages = site_pages()
+    hits = {"pages": 0, "first": 0.0, "last": 0.0}
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        body = pages.get(request.path)
+        if body is None:
+            return web.Response(status=404, text="not found")
+        hits["pages"] += 1
+        hits["last"] = time.time()
+        hits["first"] = hits["first"] or hits["last"]
+        return web.Response(body=body, content_type="text/html")
+
+    async def stats(request: web.Request) -> web.StreamResponse:
+        if request.method == "POST":
+            hits.update(pages=0, first=0.0, last=0.0)
+        return web.json_response(hits)
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        for port in ports:
+            await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
+        admin = web.Application()
+        admin.router.add_route("*", "/stats", stats)
+        admin_runner = web.AppRunner(admin, access_log=None)
+        await admin_runner.setup()
+        await web.TCPSite(admin_runner, "127.0.0.1", stats_port).start()
+        ready.set()
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def free_ports(count: int) -> list[int]:
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+# --- measurements ---------------------------------------------------------------------------------------
+async def raw_http(urls: list[str]) -> float:
+    """Pages/s of a bare aiohttp client fetching every URL once with CONCURRENCY requests at a time."""
+    limit = asyncio.Semaphore(CONCURRENCY)
+    connector = aiohttp.TCPConnector(limit=CONCURRENCY, limit_per_host=DOMAIN_CONCURRENCY)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def fetch(url: str) -> None:
+            async with limit, session.get(url) as response:
+                await response.read()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(fetch(url) for url in urls))
+        return len(urls) / (time.perf_counter() - started)
+
+
+def server_stats(stats_port: int, reset: bool = False) -> dict:
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{stats_port}/stats", method="POST" if reset else "GET"
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def schema_url(base: str, schema: str) -> str:
+    separator = "&" if "?" in base else "?"
+    return f"{base}{separator}options={urllib.parse.quote(f'-csearch_path={schema}')}"
+
+
+def crawl(base_url: str, seeds: list[str], total: int, workers: int, stats_port: int) -> tuple[float, int]:
+    """(pages/s, pages fetched twice) for `workers` worker processes crawling the site once."""
+    from aifactory.db import Database, migrate
+    from aifactory.db import nodes as node_db
+
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(base_url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    url = schema_url(base_url, schema)
+    db = Database(url)
+    migrate.upgrade(db)
+    workdir = Path(tempfile.mkdtemp(prefix="crawl-bench-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIFACTORY_", "CRAWLER_"))}
+    env.update(
+        DATABASE_URL=url,
+        LOG_LEVEL="warning",
+        AUTO_TUNE="0",
+        MAX_CRAWLER_WORKERS=str(CONCURRENCY),
+        CRAWLER_DOMAIN_CONCURRENCY=str(DOMAIN_CONCURRENCY),
+        CRAWLER_DOMAIN_MIN_INTERVAL_SEC="0",
+        CRAWLER_BATCH_SLEEP_SEC="0",
+        MAX_CRAWL_PAGES_PER_CYCLE="1000000",
+        CRAWLER_PRIVATE_ALLOWLIST="127.0.0.1",
+        CRAWLER_CONTACT_URL="https://example.invalid/benchmark",
+        NODE_HEARTBEAT_INTERVAL_SEC="0.5",
+        WEB_SEED_URLS=",".join(seeds),
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "aifactory", "worker"],
+            cwd=workdir,
+            env={**env, "NODE_ID": f"bench-{i}", "DATA_DIR": str(workdir / f"w{i}")},
+            stdout=subprocess.DEVNULL,
+            stderr=(workdir / f"w{i}.log").open("w"),
+        )
+        for i in range(workers)
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while len(node_db.active_node_ids(db, window=10, roles=("worker",))) < workers:
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                raise SystemExit(f"workers did not start; see {workdir}")
+            time.sleep(0.1)
+        server_stats(stats_port, reset=True)
+        node_db.send_command(db, "start")
+        deadline = time.monotonic() + 600
+        done_query = f"SELECT count(*) FROM \"{schema}\".frontier WHERE state = 'done'"
+        with psycopg.connect(base_url, autocommit=True) as conn:
+            while conn.execute(done_query).fetchone()[0] < total:  # type: ignore[index]
+                if time.monotonic() > deadline:
+                    raise SystemExit("the crawl did not finish in 10 minutes")
+                time.sleep(0.05)
+        finished = time.time()
+        stats = server_stats(stats_port)
+        # From the first page request to the moment every page is handed off and recorded.
+        rate = total / (finished - stats["first"])
+        return rate, stats["pages"] - total
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        db.dispose()
+        with psycopg.connect(base_url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def main() -> None:
+    base_url = os.environ.get("AIFACTORY_BENCH_DATABASE_URL", DEFAULT_DB)
+    ports = free_ports(HOSTS + 1)
+    stats_port, ports = ports[0], ports[1:]
+    ready = multiprocessing.get_context("spawn").Event()
+    server = multiprocessing.get_context("spawn").Process(
+        target=serve, args=(ports, ready, stats_port), daemon=True
+    )
+    server.start()
+    if not ready.wait(30):
+        raise SystemExit("the fixture server did not start")
+    try:
+        paths = list(site_pages())
+        seeds = [f"http://127.0.0.1:{port}/" for port in ports]
+        urls = [f"http://127.0.0.1:{port}{path}" for port in ports for path in paths]
+        total = len(urls)
+        print(
+            f"fixture: {total} pages on {HOSTS} hosts (127.0.0.1, {HOSTS} ports), server in its own process"
+        )
+        print(f"cores: {os.cpu_count()}; database: PostgreSQL ({base_url.split('@')[-1]})")
+        asyncio.run(raw_http(urls[:200]))  # warm up
+        raw = statistics.median(asyncio.run(raw_http(urls)) for _ in range(5))  # a short run: take 5
+        print(f"raw HTTP    1 client process, {CONCURRENCY} concurrent : {raw:8.1f} pages/s (median of 5)")
+        ratio = 0.0
+        for workers in (1, 2, 4):
+            rate, twice = crawl(base_url, seeds, total, workers, stats_port)
+            label = f"{workers} worker process{'es' if workers > 1 else ''}"
+            print(
+                f"crawl       {label:<19}, {CONCURRENCY} concurrent each: {rate:8.1f} pages/s  "
+                f"ratio to raw {rate / raw:5.3f}  (pages fetched twice: {twice})"
+            )
+            if workers == 1:
+                ratio = rate / raw
+        print(f"RESULT crawl_vs_raw_http_ratio {ratio:.3f}")
+    finally:
+        server.terminate()
+        server.join(10)
+
+
+if __name__ == "__main__":
+    main()

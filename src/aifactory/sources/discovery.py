@@ -1,0 +1,124 @@
+"""Automatic discovery of new sites (ENABLE_AUTO_DISCOVERY).
+
+Two ways in, both bounded by AUTO_DISCOVERY_SEEDS_PER_CYCLE new hosts per poll interval:
+- links: hosts the frontier has never seen, linked from stored documents of quality at least
+  AUTO_DISCOVERY_MIN_QUALITY; the better the linking page, the earlier its links are taken;
+- search: when AUTO_DISCOVERY_SEARCH_URL is set, each of AUTO_DISCOVERY_QUERIES is sent to it and
+  the first AUTO_DISCOVERY_RESULTS_PER_QUERY result URLs are queued.
+Discovered pages are queued as source "discovery" and crawled like any seed: robots.txt, politeness
+and the network-safety rules apply to them.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import sqlalchemy as sa
+
+from aifactory.collect.fetch import FetchError
+from aifactory.collect.urls import normalize_url, origin_of
+from aifactory.db import frontier as frontier_db
+from aifactory.db import kv
+from aifactory.db.database import Database
+from aifactory.db.schema import hosts
+from aifactory.settings import Settings
+from aifactory.sources.common import SourceRun, is_due, schedule
+from aifactory.text.pipeline import Analyzed
+
+WINDOW_KEY = "discovery.window"
+
+
+def _allowance(db: Database, settings: Settings) -> int:
+    """How many more hosts may be discovered in the current window (shared by all nodes)."""
+    with db.read() as conn:
+        now = db.now_value(conn)
+    raw = kv.get_value(db, WINDOW_KEY, "")
+    start, used = (float(raw.split(",")[0]), int(raw.split(",")[1])) if raw else (now, 0)
+    if now - start >= settings.source_poll_interval_sec:
+        start, used = now, 0
+        kv.set_value(db, WINDOW_KEY, f"{start},{used}")
+    return max(0, settings.auto_discovery_seeds_per_cycle - used)
+
+
+def _spend(db: Database, used: int) -> None:
+    raw = kv.get_value(db, WINDOW_KEY, "")
+    start, before = (raw.split(",")[0], int(raw.split(",")[1])) if raw else ("0", 0)
+    kv.set_value(db, WINDOW_KEY, f"{start},{before + used}")
+
+
+def discover_from_documents(db: Database, settings: Settings, docs: list[Analyzed]) -> int:
+    """Queue unseen hosts linked from good documents; returns how many hosts were added."""
+    if not settings.enable_auto_discovery:
+        return 0
+    good = sorted(
+        (
+            d
+            for d in docs
+            if d.reject_reason is None
+            and d.raw.links
+            and d.quality_score >= settings.auto_discovery_min_quality
+        ),
+        key=lambda d: d.quality_score,
+        reverse=True,
+    )
+    candidates: dict[str, str] = {}
+    for doc in good:
+        for link in doc.raw.links:
+            url = normalize_url(link)
+            if url is not None:
+                candidates.setdefault(origin_of(url), url)
+    return _queue_new_hosts(db, settings, list(candidates.items()))
+
+
+def _queue_new_hosts(db: Database, settings: Settings, candidates: list[tuple[str, str]]) -> int:
+    if not candidates:
+        return 0
+    room = _allowance(db, settings)
+    if room <= 0:
+        return 0
+    with db.read() as conn:
+        known = set(
+            conn.execute(
+                sa.select(hosts.c.origin).where(hosts.c.origin.in_([origin for origin, _ in candidates]))
+            ).scalars()
+        )
+    fresh = [url for origin, url in candidates if origin not in known][:room]
+    if not fresh:
+        return 0
+    items = [frontier_db.NewUrl(url, 0, "discovery", origin_of(url) + "/") for url in fresh]
+    with db.begin() as conn:
+        _, added_hosts = frontier_db.add_urls(
+            db,
+            conn,
+            items,
+            max_per_host=settings.crawler_max_pages_per_host,
+            max_variants=settings.crawler_max_url_variants,
+        )
+    _spend(db, added_hosts)
+    return added_hosts
+
+
+async def poll_search(run: SourceRun) -> None:
+    s = run.settings
+    if not (s.enable_auto_discovery and s.auto_discovery_search_url and s.auto_discovery_queries):
+        return
+    for query in s.auto_discovery_queries:
+        key = f"search:{query}"
+        if not run.mine(key) or not is_due(run.db, key):
+            continue
+        try:
+            data = await run.fetch_json("search", s.auto_discovery_search_url.format(query=quote(query)))
+        except FetchError as exc:
+            run.count("discovery_errors")
+            run.count(f"discovery_errors_{exc.kind}")
+            schedule(run.db, key, 600.0)
+            continue
+        results = data.get("results", []) if isinstance(data, dict) else []
+        urls = [r.get("url") for r in results if isinstance(r, dict) and isinstance(r.get("url"), str)]
+        pairs = []
+        for raw in urls[: s.auto_discovery_results_per_query]:
+            url = normalize_url(raw)
+            if url is not None:
+                pairs.append((origin_of(url), url))
+        run.count("discovery_hosts", _queue_new_hosts(run.db, s, pairs))
+        schedule(run.db, key, s.source_poll_interval_sec)

@@ -1,0 +1,261 @@
+"""The text pipeline: raw page → clean, deduplicated, licensed training document.
+
+    extract → language → quality → PII → fingerprint      (`analyze`: CPU only, runs in a process pool)
+    exact dedup → near dedup → policy → store              (`store`: one database transaction)
+
+Each step is a function of `aifactory.text` testable alone; here they are composed and counted.
+Every outcome increments a running counter (`docs.stored.<source>`, `docs.filtered.<reason>`,
+`docs.duplicate.exact|near`, `docs.blocked.<reason>`) in the same transaction as the documents, so
+the dashboard's figures and the table never disagree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from aifactory.db import counters
+from aifactory.db.database import Database
+from aifactory.db.schema import documents, minhash_bands
+from aifactory.text import policies as policy_rules
+from aifactory.text.extract import ExtractionTimeout, extract_document
+from aifactory.text.language import detect_language
+from aifactory.text.minhash import MinHasher, similarity
+from aifactory.text.normalize import split_long
+from aifactory.text.pii import mask_pii
+from aifactory.text.quality import QualityRules, assess_quality
+
+NEAR_DUPLICATE_SIMILARITY = 0.75  # LSH candidates are confirmed on the signatures before rejecting
+
+
+@dataclass
+class RawDocument:
+    """What a source hands to the pipeline: a fetched page, a feed entry, an API extract, a file."""
+
+    url: str
+    body: str
+    content_type: str = "text/html"
+    source: str = "web"
+    final_url: str = ""
+    title: str = ""
+    published: str | None = None
+    train_allowed: bool = True
+    optout_reason: str = ""
+    license_hint: str = ""  # a licence the source itself states (e.g. arXiv metadata CC0)
+    links: list[str] = field(default_factory=list)  # out-links to other sites (automatic discovery)
+
+
+@dataclass
+class Analyzed:
+    """One document (or one part of a long one) after the CPU steps."""
+
+    raw: RawDocument
+    url: str
+    text: str = ""
+    title: str = ""
+    published: str | None = None
+    language: str = "und"
+    language_confidence: float = 0.0
+    quality_score: float = 0.0
+    reject_reason: str | None = None  # extraction/quality verdict; None = keep
+    pii_masked: int = 0
+    content_hash: bytes = b""
+    signature: np.ndarray | None = None
+    band_keys: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    rules: QualityRules = field(default_factory=QualityRules)
+    max_doc_chars: int = 100_000
+    mask_pii: bool = True
+    extract_timeout: float = 10.0
+
+
+def analyze(raw: RawDocument, config: PipelineConfig) -> list[Analyzed]:
+    """The CPU-bound steps. A long document becomes several parts, each judged on its own."""
+    try:
+        extracted = extract_document(
+            raw.body, raw.content_type, raw.final_url or raw.url, timeout=config.extract_timeout
+        )
+    except ExtractionTimeout:
+        return [Analyzed(raw, raw.url, reject_reason="extract_timeout")]
+    except Exception:  # malformed input that the parser refuses is counted, never fatal
+        return [Analyzed(raw, raw.url, reject_reason="extract_error")]
+    if extracted is None:
+        return [Analyzed(raw, raw.url, reject_reason="no_text")]
+    title = raw.title or extracted.title
+    raw = dataclasses.replace(raw, body="")  # the text is extracted: don't ship the HTML back around
+    parts = split_long(extracted.text, config.max_doc_chars)
+    hasher = MinHasher()
+    out = []
+    for index, text in enumerate(parts):
+        url = raw.url if index == 0 else f"{raw.url}#part-{index + 1}"
+        language = detect_language(text)
+        verdict = assess_quality(text, language.code, config.rules)
+        masked = 0
+        if config.mask_pii:
+            text, masked = mask_pii(text)
+        signature = hasher.signature(text, language.code)
+        out.append(
+            Analyzed(
+                raw=raw,
+                url=url,
+                text=text,
+                title=title,
+                published=raw.published or extracted.date,
+                language=language.code,
+                language_confidence=language.confidence,
+                quality_score=verdict.score,
+                reject_reason=verdict.reason,
+                pii_masked=masked,
+                content_hash=content_hash(text),
+                signature=signature,
+                band_keys=hasher.band_keys(signature),
+            )
+        )
+    return out
+
+
+def analyze_many(raws: list[RawDocument], config: PipelineConfig, pool: Executor | None) -> list[Analyzed]:
+    if pool is None or len(raws) < 2:
+        return [doc for raw in raws for doc in analyze(raw, config)]
+    return [doc for docs in pool.map(analyze, raws, [config] * len(raws)) for doc in docs]
+
+
+def content_hash(text: str) -> bytes:
+    """Exact-duplicate key: whitespace and case do not make a document new."""
+    return hashlib.sha256(" ".join(text.lower().split()).encode()).digest()[:16]
+
+
+def domain_of(url: str) -> str:
+    return (urlsplit(url).hostname or "").lower()
+
+
+def store(
+    db: Database,
+    docs: Iterable[Analyzed],
+    policies: list[policy_rules.Policy],
+    *,
+    node_id: str = "",
+    dedup: bool = True,
+    conn: Connection | None = None,
+) -> Counter[str]:
+    """Deduplicate, apply policies and store, in one transaction; returns the outcome counts."""
+    if conn is None:
+        with db.begin() as own:
+            return store(db, docs, policies, node_id=node_id, dedup=dedup, conn=own)
+    outcome: Counter[str] = Counter()
+    for doc in docs:
+        if doc.reject_reason is not None:
+            outcome[f"docs.filtered.{doc.reject_reason}"] += 1
+            continue
+        if dedup and _exact_duplicate(conn, doc):
+            outcome["docs.duplicate.exact"] += 1
+            continue
+        if dedup and _near_duplicate(conn, doc):
+            outcome["docs.duplicate.near"] += 1
+            continue
+        domain = domain_of(doc.raw.final_url or doc.url)
+        policy = policy_rules.resolve(policies, domain, doc.raw.source)
+        block = "" if policy.allow_training else f"policy:{policy.domain_pattern}"
+        if doc.raw.optout_reason:
+            block = doc.raw.optout_reason
+        inserted = _insert(db, conn, doc, domain, policy, block, node_id)
+        if not inserted:  # the same URL (or text) was stored by another node a moment ago
+            outcome["docs.duplicate.exact"] += 1
+            continue
+        outcome[f"docs.stored.{doc.raw.source}"] += 1
+        outcome["docs.stored"] += 1
+        outcome["docs.chars"] += len(doc.text)
+        if block:
+            outcome[f"docs.blocked.{block.split(':', 1)[0]}"] += 1
+        if doc.pii_masked:
+            outcome["docs.pii_masked"] += doc.pii_masked
+    counters.add(db, dict(outcome), conn)
+    return outcome
+
+
+def _exact_duplicate(conn: Connection, doc: Analyzed) -> bool:
+    query = sa.select(documents.c.id).where(documents.c.content_hash == doc.content_hash).limit(1)
+    return conn.execute(query).first() is not None
+
+
+def _near_duplicate(conn: Connection, doc: Analyzed) -> bool:
+    if doc.signature is None or not doc.band_keys:
+        return False
+    pairs = list(enumerate(doc.band_keys))
+    candidates = (
+        conn.execute(
+            sa.select(minhash_bands.c.doc_id)
+            .where(sa.tuple_(minhash_bands.c.band, minhash_bands.c.band_key).in_(pairs))
+            .distinct()
+            .limit(20)
+        )
+        .scalars()
+        .all()
+    )
+    if not candidates:
+        return False
+    rows = conn.execute(sa.select(documents.c.minhash).where(documents.c.id.in_(candidates)))
+    for (blob,) in rows:
+        if (
+            blob
+            and similarity(np.frombuffer(blob, dtype=np.uint32), doc.signature) >= NEAR_DUPLICATE_SIMILARITY
+        ):
+            return True
+    return False
+
+
+def _insert(
+    db: Database,
+    conn: Connection,
+    doc: Analyzed,
+    domain: str,
+    policy: policy_rules.Policy,
+    block: str,
+    node_id: str,
+) -> bool:
+    """Insert the document and its LSH bands; False if its URL or text is already there."""
+    dialect_insert = postgresql.insert if db.backend == "postgresql" else sqlite.insert
+    values = {
+        "url": doc.url[:2000],
+        "final_url": (doc.raw.final_url or doc.url)[:2000],
+        "domain": domain[:255],
+        "title": doc.title[:500],
+        "text": doc.text,
+        "char_count": len(doc.text),
+        "language": doc.language,
+        "language_confidence": doc.language_confidence,
+        "source_type": doc.raw.source,
+        "quality_score": doc.quality_score,
+        "content_hash": doc.content_hash,
+        "license_tag": doc.raw.license_hint or policy.license_tag,
+        "allowed_for_training": not block,
+        "block_reason": block[:200],
+        "optout_reason": doc.raw.optout_reason[:200],
+        "published": (doc.published or "")[:64],
+        "node_id": node_id,
+        "created_at": db.now(),
+        "minhash": doc.signature.tobytes() if doc.signature is not None else None,
+    }
+    statement = dialect_insert(documents).values(**values).on_conflict_do_nothing().returning(documents.c.id)
+    doc_id = conn.execute(statement).scalar()
+    if doc_id is None:
+        return False
+    if doc.band_keys:
+        conn.execute(
+            minhash_bands.insert(),
+            [{"band": band, "band_key": key, "doc_id": doc_id} for band, key in enumerate(doc.band_keys)],
+        )
+    return True

@@ -1,0 +1,140 @@
+"""The trainer engine: trains continuously, in cycles, as long as the node asks it to run.
+
+The node runs it in its own process (EngineSpec own_process=True). Between cycles it picks up new data
+(`source.refresh()`); after an early stop it waits, phase "paused", until the dataset has grown by
+EARLY_STOPPING_RESUME_GROWTH. Its data source comes from `open_source(settings)`, which the dataset
+builder provides (issue #5); until it can, the source raises SourceUnavailable and the engine waits in
+phase "waiting" saying why. Registering the engine is one function in aifactory/engines.py:
+
+    def run_trainer_engine(ctx: EngineContext) -> None:
+        run_trainer(ctx, open_training_source)      # the dataset's BatchSource factory
+
+    EngineSpec("trainer", run_trainer_engine, "trains the model continuously", own_process=True)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from aifactory.engine import EngineContext
+from aifactory.settings import Settings
+from aifactory.train import metrics
+from aifactory.train.batches import BatchSource, SourceUnavailable
+from aifactory.train.checkpoint import CheckpointStore
+from aifactory.train.cycle import Evaluation, Hooks, run_cycle_with_recovery, save
+from aifactory.train.runtime import setup_runtime
+from aifactory.train.trainer import StepStats, Trainer
+
+SourceFactory = Callable[[Settings], BatchSource]
+POLL_SEC = 15.0  # how often a waiting or paused trainer looks for new data
+STATUS_EVERY_SEC = 5.0  # how often the phase detail on the dashboard is refreshed while training
+
+
+def checkpoint_dir(settings: Settings) -> Path:
+    return Path(settings.data_dir) / "checkpoints"
+
+
+def metric_row(trainer: Trainer, stats: StepStats, evaluation: Evaluation | None) -> metrics.MetricRow:
+    state = trainer.state
+    return metrics.MetricRow(
+        step=stats.step,
+        epoch=trainer.epoch(),
+        tokens_seen=state.tokens_seen,
+        train_loss=stats.loss,
+        lr=stats.lr,
+        tokens_per_sec=stats.tokens_per_sec,
+        mfu=stats.mfu,
+        val_loss=evaluation.val_loss if evaluation else None,
+        val_bpb=evaluation.val_bpb if evaluation else None,
+        best_val_loss=state.best_val_loss,
+    )
+
+
+def status_line(trainer: Trainer, stats: StepStats | None = None) -> str:
+    state = trainer.state
+    parts = [f"step {state.step:,}", f"epoch {trainer.epoch():.2f}"]
+    if state.train_loss is not None:
+        parts.append(f"loss {state.train_loss:.4f}")
+    if state.val_loss is not None:
+        parts.append(f"val {state.val_loss:.4f} ({state.val_bpb:.3f} bpb)")
+    if state.best_val_loss is not None:
+        parts.append(f"best {state.best_val_loss:.4f}")
+    if stats is not None:
+        parts.append(f"{stats.tokens_per_sec:,.0f} tok/s, MFU {stats.mfu:.1%}")
+    return ", ".join(parts)
+
+
+def open_when_available(
+    ctx: EngineContext, open_source: SourceFactory, poll_sec: float
+) -> BatchSource | None:
+    """The data source, waiting (phase "waiting") while there is none yet; None if stopped meanwhile."""
+    while True:
+        try:
+            return open_source(ctx.settings)
+        except SourceUnavailable as exc:
+            ctx.set_phase("waiting", f"no training data yet: {exc}")
+        if ctx.wait(poll_sec):
+            return None
+
+
+def resume_target(trainer: Trainer) -> int:
+    growth = trainer.settings.early_stopping_resume_growth
+    return math.ceil(trainer.state.paused_at_tokens * (1 + growth))
+
+
+def run_trainer(ctx: EngineContext, open_source: SourceFactory, poll_sec: float = POLL_SEC) -> None:
+    settings = ctx.settings
+    runtime = setup_runtime(settings)
+    store = CheckpointStore(checkpoint_dir(settings))
+    source = open_when_available(ctx, open_source, poll_sec)
+    if source is None:
+        return
+    with store.lock():
+        # A checkpoint that cannot be loaded (nor its backup) raises here: the engine shows the error.
+        checkpoint, problem = store.load_for_resume(map_location=runtime.device)
+        if problem:
+            ctx.log(problem, level="error")
+        trainer = Trainer.create(settings, source, runtime, checkpoint)
+        if checkpoint is None:
+            save(trainer, store, ("latest",))  # step 0: something to roll back to from the first cycle on
+        origin = f"resuming at step {trainer.state.step:,}" if checkpoint else "new model"
+        ctx.log(
+            f"training {trainer.config.short()} ({trainer.model.parameter_count():,} parameters, {origin}) "
+            f"on {runtime.describe()}; data: {source.describe()}"
+        )
+        writer = metrics.MetricsWriter(ctx.db, ctx.node_id, settings.train_log_every_sec)
+        shown = 0.0
+
+        def on_step(stats: StepStats, evaluation: Evaluation | None) -> None:
+            nonlocal shown
+            writer.write(metric_row(trainer, stats, evaluation), force=evaluation is not None)
+            if time.monotonic() - shown >= STATUS_EVERY_SEC:
+                shown = time.monotonic()
+                ctx.set_phase("training", status_line(trainer, stats))
+
+        hooks = Hooks(stop=ctx.stopping, wait=ctx.wait, report=ctx.log, on_step=on_step)
+        while not ctx.stopping():
+            if source.refresh():
+                ctx.log(f"new training data: {source.describe()} (version {source.version})")
+            if trainer.state.paused:
+                target = resume_target(trainer)
+                if source.train_tokens < target:
+                    ctx.set_phase(
+                        "paused",
+                        f"early stopping: no validation improvement in {trainer.state.stale_evals} "
+                        f"evaluations (best {trainer.state.best_val_loss:.4f} at step "
+                        f"{trainer.state.best_val_step}); "
+                        f"waiting for {target:,} training tokens (now {source.train_tokens:,})",
+                    )
+                    ctx.wait(poll_sec)
+                    continue
+                trainer.state.paused, trainer.state.stale_evals = False, 0
+                ctx.log(f"the dataset grew to {source.train_tokens:,} training tokens: training resumes")
+            ctx.set_phase("training", status_line(trainer))
+            result = run_cycle_with_recovery(trainer, store, hooks, settings.train_steps_per_cycle)
+            ctx.count(train_steps=result.steps, train_tokens=result.tokens, train_cycles=1)
+            metrics.prune(ctx.db)
+        ctx.set_phase("stopping", f"saved at step {trainer.state.step:,}")

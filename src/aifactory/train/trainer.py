@@ -1,0 +1,321 @@
+"""The trainer's core: the model, its optimizer and sampler, one optimizer step, one evaluation.
+
+Everything a resumed run needs to continue *exactly* is in TrainState plus the weights, the optimizer
+state and the sampler's generator state, and all of it goes into the checkpoint: N steps, save, resume,
+N more steps gives the same losses as 2N steps in one go (tests/train/test_resume.py).
+
+Data arrives through a BatchSource (train/batches.py). Under DDP every rank draws the global batch with
+the same generator and keeps its own rows, so N processes train on exactly what one process would.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from aifactory import __version__
+from aifactory.autotune import resolve_profile
+from aifactory.model import config as model_config
+from aifactory.model.config import ModelConfig
+from aifactory.model.llama import Transformer
+from aifactory.settings import Settings
+from aifactory.train.batches import BatchSource
+from aifactory.train.checkpoint import Checkpoint, CheckpointError
+from aifactory.train.mfu import peak_flops
+from aifactory.train.runtime import Runtime
+from aifactory.train.schedule import Schedule
+
+BETAS = (0.9, 0.95)  # beta2 0.95 rather than 0.999: steadier with small batches (GPT-3, Llama)
+CHECKPOINT_FORMAT = 1
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss or the gradient became NaN/inf; the optimizer step was not taken."""
+
+
+@dataclass
+class TrainState:
+    step: int = 0  # optimizer steps taken
+    tokens_seen: int = 0  # training tokens consumed (all ranks)
+    train_loss: float | None = None  # of the last step
+    val_loss: float | None = None  # of the last evaluation
+    val_bpb: float | None = None
+    best_val_loss: float | None = None
+    best_val_step: int | None = None
+    val_key: str = ""  # which validation windows best_val_loss was measured on
+    stale_evals: int = 0  # evaluations since the last improvement
+    paused: bool = False  # early stopping: waiting for the dataset to grow
+    paused_at_tokens: int = 0  # the dataset's training tokens when it paused
+    lr_scale: float = 1.0  # lowered after a NaN/inf loss
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainState:
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
+@dataclass
+class StepStats:
+    step: int
+    loss: float
+    lr: float
+    grad_norm: float
+    tokens: int
+    seconds: float
+    tokens_per_sec: float
+    mfu: float
+
+
+def build_optimizer(model: nn.Module, settings: Settings) -> torch.optim.AdamW:
+    """AdamW with weight decay on the matmul weights only: decaying norm gains and embeddings pulls
+    them towards zero for no benefit (the original decayed everything)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        (decay if param.dim() >= 2 and not name.startswith("embed.") else no_decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": settings.train_weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    try:  # one fused kernel for every parameter (CUDA, CPU, MPS in recent torch)
+        return torch.optim.AdamW(groups, lr=settings.train_lr, betas=BETAS, eps=1e-8, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(groups, lr=settings.train_lr, betas=BETAS, eps=1e-8, foreach=True)
+
+
+class Trainer:
+    def __init__(
+        self, settings: Settings, source: BatchSource, runtime: Runtime, config: ModelConfig
+    ) -> None:
+        profile = resolve_profile(settings)
+        self.settings, self.source, self.runtime, self.config = settings, source, runtime, config
+        self.batch_size = profile.train_batch_size  # sequences per micro-batch on each rank
+        self.seq_len = profile.train_seq_len
+        self.grad_accum = settings.train_grad_accum_steps
+        # Validation windows per batch across all ranks: fixed, so the validation set stays the same
+        # when an out-of-memory retry shrinks the micro-batch, and equal for 1 x 2B and 2 x B processes.
+        self.eval_batch_size = self.batch_size * runtime.world_size
+        self.schedule = Schedule.from_settings(settings)
+        torch.manual_seed(settings.train_seed)
+        self.model = Transformer(config).to(runtime.device)
+        self.optimizer = build_optimizer(self.model, settings)
+        self.scaler = torch.amp.GradScaler(runtime.device.type) if runtime.use_scaler else None
+        self.generator = torch.Generator().manual_seed(settings.train_seed)  # the sampler's randomness
+        self.state = TrainState()
+        self._val: tuple[str, list[torch.Tensor]] | None = None
+        self.train_model: nn.Module = self.model  # what the training forward runs: maybe DDP, compiled
+        if runtime.distributed:
+            device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.model, device_ids=device_ids)
+        if settings.enable_torch_compile:
+            self.train_model = torch.compile(self.train_model)  # checkpoints save self.model: no prefixes
+
+    @classmethod
+    def create(
+        cls, settings: Settings, source: BatchSource, runtime: Runtime, checkpoint: Checkpoint | None
+    ) -> Trainer:
+        """A trainer for `source`, continuing `checkpoint` if given (its shape wins over auto settings)."""
+        profile = resolve_profile(settings)
+        wanted = model_config.from_settings(
+            settings, profile.model_size, source.vocab_size, profile.train_seq_len
+        )
+        saved = None
+        if checkpoint is not None:
+            if checkpoint.meta.get("tokenizer_hash") != source.tokenizer_hash:
+                raise CheckpointError(
+                    f"{checkpoint.directory} was trained with tokenizer "
+                    f"{checkpoint.meta.get('tokenizer_hash')} but the data uses {source.tokenizer_hash}: "
+                    "a new tokenizer needs a new model "
+                    f"(move {checkpoint.directory.parent} away to start one)"
+                )
+            saved = ModelConfig.from_dict(checkpoint.meta["model"])
+        try:
+            config = model_config.reconcile(wanted, saved, model_config.explicit_shape_settings(settings))
+        except model_config.ModelConfigError as exc:
+            where = checkpoint.directory if checkpoint is not None else "the settings"
+            raise CheckpointError(f"{where}: {exc}") from None
+        trainer = cls(settings, source, runtime, config)
+        if checkpoint is not None:
+            trainer.restore(checkpoint)
+        return trainer
+
+    # --- checkpoint state ------------------------------------------------------------------------------
+    def restore(self, checkpoint: Checkpoint) -> None:
+        """Load weights, optimizer, sampler and progress from `checkpoint` (also used for rollback)."""
+        try:
+            self.model.load_state_dict(checkpoint.weights, strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{checkpoint.directory}: weights do not fit the model: {exc}") from None
+        if checkpoint.optimizer is not None:
+            self.optimizer.load_state_dict(checkpoint.optimizer)
+            for group, decay in zip(
+                self.optimizer.param_groups, (self.settings.train_weight_decay, 0.0), strict=True
+            ):
+                group["weight_decay"] = decay  # the settings win over what was saved
+        else:
+            self.optimizer.state.clear()
+        self.optimizer.zero_grad(set_to_none=True)
+        sampler = base64.b64decode(checkpoint.meta["sampler_state"])
+        self.generator.set_state(torch.frombuffer(bytearray(sampler), dtype=torch.uint8))
+        self.state = TrainState.from_dict(checkpoint.meta["state"])
+
+    def checkpoint_payload(self) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+        """(weights, meta, optimizer state) for CheckpointStore.save."""
+        meta = {
+            "format": CHECKPOINT_FORMAT,
+            "step": self.state.step,
+            "model": self.config.to_dict(),
+            "parameters": self.model.parameter_count(),
+            "tokenizer_hash": self.source.tokenizer_hash,
+            "dataset_version": self.source.version,
+            "dataset_train_tokens": self.source.train_tokens,
+            "epoch": self.epoch(),
+            "state": self.state.to_dict(),
+            "sampler_state": base64.b64encode(self.generator.get_state().numpy().tobytes()).decode(),
+            "schedule": {**asdict(self.schedule), "lr_scale": self.state.lr_scale, "lr": self.current_lr()},
+            "training": {
+                "batch_size": self.batch_size,
+                "seq_len": self.seq_len,
+                "grad_accum_steps": self.grad_accum,
+                "world_size": self.runtime.world_size,
+                "device": self.runtime.device.type,
+                "precision": self.runtime.precision,
+                "seed": self.settings.train_seed,
+            },
+            "saved_at": time.time(),
+            "aifactory_version": __version__,
+            "torch_version": torch.__version__,
+        }
+        return self.model.state_dict(), meta, self.optimizer.state_dict()
+
+    # --- progress --------------------------------------------------------------------------------------
+    def epoch(self) -> float:
+        """Passes over the current training tokens (the dataset grows, so this is not a step count)."""
+        return self.state.tokens_seen / max(1, self.source.train_tokens)
+
+    def current_lr(self) -> float:
+        return self.schedule.lr(self.state.step, self.state.lr_scale)
+
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.seq_len * self.grad_accum * self.runtime.world_size
+
+    def shrink_batch(self) -> bool:
+        """Halve the micro-batch and double accumulation (same tokens per step); False at batch 1."""
+        if self.batch_size <= 1:
+            return False
+        self.batch_size //= 2
+        self.grad_accum *= 2
+        return True
+
+    def peak_flops(self) -> float:
+        dtype = self.runtime.autocast_dtype or torch.float32
+        return peak_flops(str(self.runtime.device), dtype, torch.get_num_threads())
+
+    # --- one optimizer step -------------------------------------------------------------------------------
+    def train_step(self, stop: Callable[[], bool] | None = None) -> StepStats | None:
+        """One optimizer step over `grad_accum` micro-batches. Returns None, with nothing changed, when
+        `stop()` turns true between micro-batches (the sampler is rewound, so a resume redraws them)."""
+        runtime, B, T = self.runtime, self.batch_size, self.seq_len
+        lr = self.current_lr()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        started = time.perf_counter()
+        rewind = self.generator.get_state()
+        loss_sum = torch.zeros((), device=runtime.device)
+        self.model.train()
+        for micro in range(self.grad_accum):
+            if stop is not None and stop():
+                self.optimizer.zero_grad(set_to_none=True)
+                self.generator.set_state(rewind)
+                return None
+            rows = self.source.train_batch(B * runtime.world_size, T, self.generator)
+            batch = rows[runtime.rank * B : (runtime.rank + 1) * B].to(runtime.device, non_blocking=True)
+            last = micro == self.grad_accum - 1
+            sync = contextlib.nullcontext() if last or not runtime.distributed else self.train_model.no_sync()
+            with sync:
+                with runtime.autocast():
+                    loss = self.train_model(batch[:, :-1], batch[:, 1:])
+                scaled = loss / self.grad_accum
+                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+            loss_sum += loss.detach().float()
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        clip = self.settings.train_grad_clip or math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
+        mean_loss = runtime.all_reduce_sum(loss_sum / self.grad_accum) / runtime.world_size
+        loss_value = float(mean_loss)
+        # With fp16 an inf gradient is routine (the scaler skips the step and lowers its scale).
+        if not math.isfinite(loss_value) or (self.scaler is None and not math.isfinite(grad_norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLoss(f"step {self.state.step + 1}: loss {loss_value}, gradient norm {grad_norm}")
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        tokens = self.tokens_per_step()
+        self.state.step += 1
+        self.state.tokens_seen += tokens
+        self.state.train_loss = loss_value
+        seconds = time.perf_counter() - started
+        tokens_per_sec = tokens / seconds
+        flops = tokens_per_sec * self.config.flops_per_token(T)
+        mfu = flops / (self.peak_flops() * runtime.world_size)
+        return StepStats(self.state.step, loss_value, lr, grad_norm, tokens, seconds, tokens_per_sec, mfu)
+
+    # --- evaluation ----------------------------------------------------------------------------------------
+    def val_key(self) -> str:
+        shape = f"{self.settings.val_eval_batches}x{self.eval_batch_size}x{self.seq_len}"
+        return f"{self.source.val_version}/{shape}"
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, float]:
+        """Mean validation loss (nats/token) and bits per byte over the fixed validation windows.
+
+        Bits per byte = the loss summed over tokens that stand for text, in bits, over the UTF-8 bytes
+        those tokens stand for: unlike the loss it does not depend on the tokenizer's vocabulary."""
+        runtime = self.runtime
+        key = self.val_key()
+        if self._val is None or self._val[0] != key:
+            windows = self.source.val_batches(
+                self.eval_batch_size, self.seq_len, self.settings.val_eval_batches
+            )
+            self._val = (key, windows)
+        token_bytes = self.source.token_bytes.to(runtime.device)
+        # nats over all tokens, tokens, nats over tokens that are text, their bytes
+        sums = torch.zeros(4, dtype=torch.float64, device=runtime.device)
+        self.model.eval()
+        share = self.eval_batch_size // runtime.world_size  # each rank evaluates its rows of every batch
+        for window in self._val[1]:
+            for batch in window[runtime.rank * share : (runtime.rank + 1) * share].split(self.batch_size):
+                batch = batch.to(runtime.device, non_blocking=True)
+                targets = batch[:, 1:]
+                with runtime.autocast():
+                    losses = self.model(batch[:, :-1], targets, reduction="none").float()
+                nbytes = token_bytes[targets]
+                sums += torch.stack(
+                    [
+                        losses.sum(),
+                        losses.new_tensor(losses.numel()),
+                        (losses * (nbytes > 0)).sum(),
+                        nbytes.sum(),
+                    ]
+                ).to(sums)
+        self.model.train()
+        runtime.all_reduce_sum(sums)
+        val_loss = float(sums[0] / sums[1])
+        bpb = float(sums[2] / (math.log(2) * sums[3])) if sums[3] > 0 else math.nan
+        self.state.val_loss, self.state.val_bpb = val_loss, bpb
+        return val_loss, bpb

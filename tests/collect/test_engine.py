@@ -1,0 +1,141 @@
+"""The collector engine under the node supervisor: seeds, counters, shares, and a prompt stop."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from aifactory.collect.engine import plan_cycle, seed_urls
+from aifactory.collect.sink import FetchedPage, PageStore
+from aifactory.db import Database, counters
+from aifactory.db import engines as engine_db
+from aifactory.db import nodes as node_db
+from aifactory.db.schema import hosts, pages
+from aifactory.engine import EngineContext
+from aifactory.engines import available_engines
+from aifactory.node import Node
+from tests.collect.harness import crawl, crawl_settings, frontier_rows, page_rows, queue
+from tests.collect.sites import SiteServer, links, page, text, wide_site
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def stored_pages(db: Database) -> int:
+    with db.read() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(pages)).scalar_one())
+
+
+def test_the_engine_crawls_while_ignited_and_stops_within_seconds(db: Database, make_settings: Any) -> None:
+    routes = wide_site(80)
+    routes["/broken"] = text("oops", status=500)
+    with SiteServer(routes) as site:
+        settings = crawl_settings(
+            make_settings,
+            database_url=db.url,
+            web_seed_urls=[site.url("/"), site.url("/broken"), "ftp://not-crawlable/"],
+            crawler_domain_min_interval_sec=0.05,
+            max_crawl_pages_per_cycle=30,
+        )
+        node = Node(settings, db, available_engines(), role="master")
+        node.start()
+        try:
+            node_db.send_command(db, "start", node_id=node.node_id)
+            wait_for(lambda: stored_pages(db) >= 40, 30, "40 pages")  # more than one 30-page cycle
+            state = engine_db.load(db, node.node_id, "collector")
+            assert state is not None and state["phase"] in ("running", "crawling", "idle")
+            stopped_at = time.monotonic()
+            node_db.send_command(db, "stop", node_id=node.node_id)
+            wait_for(lambda: not node.runners, 10, "the engine to stop")
+            assert time.monotonic() - stopped_at < 5
+        finally:
+            node.stop()
+    state = engine_db.load(db, node.node_id, "collector")
+    assert state is not None and state["phase"] == "stopped" and state["restarts"] == 0
+    with db.read() as conn:  # every lease was given back
+        assert conn.execute(sa.select(hosts.c.origin).where(hosts.c.lease_owner.is_not(None))).all() == []
+    # The engine's counters and the running counters tell the same story as the tables.
+    engine_counts = state["counters"]
+    totals = counters.get_all(db, prefix="crawl.")
+    assert engine_counts["fetched"] == totals["crawl.fetched"] == stored_pages(db)
+    assert engine_counts["errors_http_5xx"] >= 1 and totals["crawl.errors.http_5xx"] >= 1
+    assert engine_counts["bytes"] == totals["crawl.bytes"] > 0
+    assert engine_counts["cycles"] >= 2 and engine_counts["pages_per_sec"] > 0
+    assert 80 > len([row for row in frontier_rows(db).values() if row["state"] == "done"]) >= 40
+
+
+def test_each_node_takes_its_share(db: Database, make_settings: Any) -> None:
+    for node_id, role in [("w-b", "worker"), ("w-a", "worker"), ("m", "master"), ("w-c", "worker")]:
+        node_db.register(
+            db, node_id=node_id, role=role, hostname="h", pid=1, instance_id=node_id, version="t", api_url="",
+            alive_window=60,
+        )  # fmt: skip
+
+    def plan(node_id: str, **overrides: Any) -> tuple[Any, int, int]:
+        role = "master" if node_id == "m" else "worker"
+        settings = make_settings(**{"max_crawl_pages_per_cycle": 200, "system_role": role, **overrides})
+        return plan_cycle(EngineContext(settings, db, node_id, "collector", threading.Event()))
+
+    assert plan("w-b") == ((2, 4), 50, 4)  # sorted: m, w-a, w-b, w-c
+    assert plan("w-b", collection_include_master=False) == ((1, 3), 66, 3)
+    assert plan("w-a", max_crawl_pages_per_cycle=30) == ((1, 4), 20, 4)  # never below 20 pages
+    # A master left out of collection stands aside while workers collect.
+    assert plan("m", collection_include_master=False) == (None, 0, 3)
+
+
+def test_doc_seeds_stay_in_their_directory_and_depth_is_limited(db: Database, make_settings: Any) -> None:
+    routes = {
+        "/docs/guide/index.html": page(links("a.html", "../api.html", "/blog/post", "deep/1.html")),
+        "/docs/guide/a.html": page("a"),
+        "/docs/guide/deep/1.html": page(links("2.html")),
+        "/docs/guide/deep/2.html": page("two hops"),
+        "/docs/api.html": page("outside the guide"),
+        "/blog/post": page("outside the docs"),
+    }
+    with SiteServer(routes) as site:
+        settings = crawl_settings(
+            make_settings, doc_seed_urls=[site.url("/docs/guide/index.html")], crawler_max_depth=1
+        )
+        (seed,), invalid = seed_urls(settings)
+        assert invalid == [] and seed.source == "docs" and seed.scope == site.url("/docs/guide/")
+        queue(db, settings, [seed.url], source="docs", scope=seed.scope)
+        crawl(db, settings)
+    crawled = {url.removeprefix(site.origin) for url in page_rows(db)}
+    assert crawled == {"/docs/guide/index.html", "/docs/guide/a.html", "/docs/guide/deep/1.html"}
+    assert {row["source"] for row in page_rows(db).values()} == {"docs"}
+
+
+def test_a_host_stops_at_its_page_budget(db: Database, make_settings: Any) -> None:
+    with SiteServer(wide_site(30)) as site:
+        crawl(db, crawl_settings(make_settings, crawler_max_pages_per_host=10), [site.url("/")])
+        fetched = [path for path in site.paths() if path.startswith(("/p/", "/"))]
+    assert len(page_rows(db)) == 10
+    assert len([path for path in fetched if path not in ("/robots.txt", "/.well-known/tdmrep.json")]) == 10
+
+
+class PickySink(PageStore):
+    """A sink that cannot take one particular page (a bug in a later pipeline stage, say)."""
+
+    def handle(self, pages: list[FetchedPage], conn: Connection) -> None:
+        if any(page.url.endswith("/p/3") for page in pages):
+            raise ValueError("cannot handle /p/3")
+        super().handle(pages, conn)
+
+
+def test_a_page_the_sink_rejects_is_counted_and_the_rest_are_kept(db: Database, make_settings: Any) -> None:
+    with SiteServer(wide_site(8)) as site:
+        counts = crawl(db, crawl_settings(make_settings), [site.url("/")], sink=PickySink(db))
+    rows = frontier_rows(db)
+    assert rows[site.url("/p/3")]["state"] == "failed" and rows[site.url("/p/3")]["error"] == "sink"
+    assert set(page_rows(db)) == {site.url("/")} | {site.url(f"/p/{i}") for i in range(8) if i != 3}
+    assert counts["errors_sink"] == 1 and counts["stored"] == 8
+    assert counters.get_all(db)["crawl.errors.sink"] == 1
