@@ -45,14 +45,7 @@ def queue(
         url = normalize_url(raw)
         assert url is not None, raw
         seeds.append(frontier_db.NewUrl(url, 0, source, default_scope(url) if scope is None else scope))
-    with db.begin() as conn:
-        frontier_db.add_urls(
-            db,
-            conn,
-            seeds,
-            max_per_host=settings.crawler_max_pages_per_host,
-            max_variants=settings.crawler_max_url_variants,
-        )
+    frontier_db.queue_urls(db, settings, seeds)
 
 
 def crawl(

@@ -46,15 +46,7 @@ def seed_urls(settings: Settings) -> tuple[list[frontier_db.NewUrl], list[str]]:
 
 
 def queue_seeds(ctx: EngineContext, seeds: list[frontier_db.NewUrl]) -> int:
-    s = ctx.settings
-    with ctx.db.begin() as conn:
-        added, _hosts = frontier_db.add_urls(
-            ctx.db,
-            conn,
-            seeds,
-            max_per_host=s.crawler_max_pages_per_host,
-            max_variants=s.crawler_max_url_variants,
-        )
+    added, _hosts = frontier_db.queue_urls(ctx.db, ctx.settings, seeds)
     return added
 
 

@@ -83,14 +83,7 @@ async def crawl_urls(
     seeds = [frontier_db.NewUrl(url, 0, "web", default_scope(url)) for url in urls]
 
     def queue() -> None:
-        with db.begin() as conn:
-            frontier_db.add_urls(
-                db,
-                conn,
-                seeds,
-                max_per_host=settings.crawler_max_pages_per_host,
-                max_variants=settings.crawler_max_url_variants,
-            )
+        frontier_db.queue_urls(db, settings, seeds)
         # Start URLs that failed or were refused before are tried again (settings may have changed);
         # fetched ones only with --refetch (then conditionally: If-None-Match / If-Modified-Since).
         frontier_db.mark_due(db, urls, None if refetch else ("failed", "skipped", "blocked"))

@@ -183,13 +183,7 @@ def _store_once(db: Database, sink: PageSink, settings: Settings, results: list[
             except Exception as exc:  # the caller retries page by page to find the one at fault
                 raise SinkError(f"{type(exc).__name__}: {exc}") from exc
         frontier_db.finish_urls(db, conn, [result.outcome for result in results])
-        added, new_hosts = frontier_db.add_urls(
-            db,
-            conn,
-            new_urls,
-            max_per_host=settings.crawler_max_pages_per_host,
-            max_variants=settings.crawler_max_url_variants,
-        )
+        added, new_hosts = frontier_db.queue_urls(db, settings, new_urls, conn)
         totals["urls_queued"] += added
         totals["hosts_discovered"] += new_hosts
         frontier_db.add_host_pages(conn, dict(pages_by_origin))

@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection
 from aifactory.collect.urls import hostname_of, origin_of, priority_for, shard_of, url_hash, variant_key
 from aifactory.db.database import Database
 from aifactory.db.schema import frontier, hosts
+from aifactory.settings import Settings
 
 CHUNK = 500  # ids per IN (...) list
 
@@ -88,6 +89,24 @@ def _insert_ignore(db: Database, conn: Connection, table: sa.Table, rows: list[d
     if rows:
         dialect = postgresql if db.backend == "postgresql" else sqlite
         conn.execute(dialect.insert(table).on_conflict_do_nothing(), rows)
+
+
+def queue_urls(
+    db: Database, settings: Settings, urls: list[NewUrl], conn: Connection | None = None
+) -> tuple[int, int]:
+    """`add_urls` with the crawler's per-host limits from the settings; (URLs added, hosts added).
+
+    Runs in `conn` when given (the caller's transaction), else in a transaction of its own."""
+    if conn is None:
+        with db.begin() as own:
+            return queue_urls(db, settings, urls, own)
+    return add_urls(
+        db,
+        conn,
+        urls,
+        max_per_host=settings.crawler_max_pages_per_host,
+        max_variants=settings.crawler_max_url_variants,
+    )
 
 
 def add_urls(

@@ -93,15 +93,7 @@ class SourceRun:
                 items.append(frontier_db.NewUrl(url, 0, source, directory_scope(url)))
         if not items:
             return 0
-        s = self.settings
-        with self.db.begin() as conn:
-            added, _ = frontier_db.add_urls(
-                self.db,
-                conn,
-                items,
-                max_per_host=s.crawler_max_pages_per_host,
-                max_variants=s.crawler_max_url_variants,
-            )
+        added, _hosts = frontier_db.queue_urls(self.db, self.settings, items)
         self.count(f"{source}_queued", added)
         return added
 

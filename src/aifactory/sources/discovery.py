@@ -86,14 +86,7 @@ def _queue_new_hosts(db: Database, settings: Settings, candidates: list[tuple[st
     if not fresh:
         return 0
     items = [frontier_db.NewUrl(url, 0, "discovery", origin_of(url) + "/") for url in fresh]
-    with db.begin() as conn:
-        _, added_hosts = frontier_db.add_urls(
-            db,
-            conn,
-            items,
-            max_per_host=settings.crawler_max_pages_per_host,
-            max_variants=settings.crawler_max_url_variants,
-        )
+    _, added_hosts = frontier_db.queue_urls(db, settings, items)
     _spend(db, added_hosts)
     return added_hosts
 
