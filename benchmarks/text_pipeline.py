@@ -88,7 +88,9 @@ def make_pages(count: int, seed: int = 1) -> list[RawDocument]:
         make = japanese_paragraph if lang == "ja" else english_paragraph
         paragraphs = [make(rng) for _ in range(rng.randint(4, 12))]
         site = f"site{i % 40}.example"
-        raws.append(RawDocument(url=f"https://{site}/article/{i}", body=html_page(rng, paragraphs, lang, site)))
+        raws.append(
+            RawDocument(url=f"https://{site}/article/{i}", body=html_page(rng, paragraphs, lang, site))
+        )
     return raws
 
 
@@ -151,7 +153,7 @@ def main() -> None:
     workers = cpu_cores()
     print(f"{len(raws)} pages, {workers} worker processes")
     with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(workers) as pool:
-        list(pool.map(extract_only, raws[:workers * 2]))  # warm the workers (imports, caches)
+        list(pool.map(extract_only, raws[: workers * 2]))  # warm the workers (imports, caches)
         db = Database(f"sqlite:///{Path(tmp) / 'bench.db'}")
         migrate.upgrade(db)
         extract_rate = run_extraction(pool, raws)
@@ -160,10 +162,12 @@ def main() -> None:
         db.dispose()
     english = [extract_html(r.body).text for r in raws[1:200:3] if extract_html(r.body) is not None]
     ours, theirs = minhash_rates(english)
-    print(f"outcomes: stored {totals.get('docs.stored', 0)}, "
-          f"near-duplicates {totals.get('docs.duplicate.near', 0)}, "
-          f"exact duplicates {totals.get('docs.duplicate.exact', 0)}, "
-          f"filtered {sum(v for k, v in totals.items() if k.startswith('docs.filtered.'))}")
+    print(
+        f"outcomes: stored {totals.get('docs.stored', 0)}, "
+        f"near-duplicates {totals.get('docs.duplicate.near', 0)}, "
+        f"exact duplicates {totals.get('docs.duplicate.exact', 0)}, "
+        f"filtered {sum(v for k, v in totals.items() if k.startswith('docs.filtered.'))}"
+    )
     print(f"{'':28}{'pages/s':>10}")
     print(f"{'(a) trafilatura extraction':28}{extract_rate:10.1f}")
     print(f"{'    analysis steps only':28}{analysis_rate:10.1f}")

@@ -92,10 +92,12 @@ class HFStep:
         self.source = trainer.source
         self.generator = torch.Generator().manual_seed(trainer.settings.train_seed)  # the same batches
 
-    def step(self) -> float:
+    def step(self, same_targets: bool = False) -> float:
         batch = self.source.train_batch(BATCH, SEQ, self.generator)
-        # HF shifts labels inside: SEQ + 1 tokens give the same SEQ predictions as ours.
-        loss = self.model(input_ids=batch, labels=batch).loss
+        # HF shifts the labels itself. Timed steps feed SEQ tokens, as ours do (SEQ - 1 targets). The
+        # parity check feeds SEQ + 1 tokens for exactly our SEQ targets (one more position of work).
+        tokens = batch if same_targets else batch[:, :-1]
+        loss = self.model(input_ids=tokens, labels=tokens).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.optimizer.step()
@@ -124,7 +126,7 @@ def main() -> None:
             f"model: {trainer.config.short()}, {trainer.model.parameter_count():,} parameters; "
             f"batch {BATCH} x {SEQ}; fp32; cpu, {torch.get_num_threads()} threads; torch {torch.__version__}"
         )
-        ours_loss, hf_loss = trainer.train_step().loss, hf.step()  # same weights, same batch
+        ours_loss, hf_loss = trainer.train_step().loss, hf.step(same_targets=True)  # same weights, batch
         print(f"first-step loss: ours {ours_loss:.6f}, transformers {hf_loss:.6f} (same weights and batch)")
         assert abs(ours_loss - hf_loss) < 1e-4, "the two models should compute the same loss"
         trainer.train_step(), hf.step()  # warm-up

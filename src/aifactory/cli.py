@@ -8,6 +8,9 @@ aifactory db upgrade    apply database migrations
 aifactory crawl URL...  crawl from these URLs now (one-off, with a progress line) and print a summary
 aifactory train         train the model in the foreground for a number of steps
 aifactory model info    print the checkpoints' size, parameters and provenance
+aifactory dataset build tokenize the documents that are new since the last build
+aifactory dataset info  print the tokenizer generations, datasets and versions
+aifactory tokenizer train [--new-generation]  train the tokenizer (a new one starts a new generation)
 """
 
 from __future__ import annotations
@@ -177,6 +180,38 @@ def cmd_model_info(settings: Settings, args: argparse.Namespace) -> int:
     return model_info_command(settings, directory=args.checkpoint_dir, as_json=args.json)
 
 
+def cmd_dataset_build(settings: Settings, args: argparse.Namespace) -> int:
+    from aifactory.dataset.commands import dataset_build_command
+
+    configure_logging(settings)
+    db = open_database(settings)
+    try:
+        return dataset_build_command(settings, db)
+    finally:
+        db.dispose()
+
+
+def cmd_dataset_info(settings: Settings, args: argparse.Namespace) -> int:
+    from aifactory.dataset.commands import dataset_info_command
+
+    db = open_database(settings)
+    try:
+        return dataset_info_command(settings, db, args.json)
+    finally:
+        db.dispose()
+
+
+def cmd_tokenizer_train(settings: Settings, args: argparse.Namespace) -> int:
+    from aifactory.dataset.commands import tokenizer_train_command
+
+    configure_logging(settings)
+    db = open_database(settings)
+    try:
+        return tokenizer_train_command(settings, db, args.new_generation)
+    finally:
+        db.dispose()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aifactory",
@@ -275,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--text-file",
         type=Path,
-        help="train on this text file, one token per UTF-8 byte (until the token dataset exists)",
+        help="train on this text file, one token per UTF-8 byte, instead of the token dataset "
+        "(`aifactory dataset build`)",
     )
     train.add_argument(
         "--checkpoint-dir", type=Path, help="where checkpoints go (default: DATA_DIR/checkpoints)"
@@ -295,6 +331,47 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--checkpoint-dir", type=Path, help="default: DATA_DIR/checkpoints")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(func=cmd_model_info)
+
+    dataset = sub.add_parser(
+        "dataset",
+        help="build and inspect the token dataset",
+        description="Build and inspect the token dataset.",
+    )
+    dataset_sub = dataset.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
+    dataset_build = dataset_sub.add_parser(
+        "build",
+        help="tokenize the documents that are new since the last build",
+        description="Append the token ids of every document not tokenized yet to the newest tokenizer "
+        "generation's shards in DATA_DIR/dataset (in parallel processes), and record a dataset version. "
+        "Does nothing when there is nothing new; a build that is interrupted leaves the previous "
+        "version usable.",
+    )
+    dataset_build.set_defaults(func=cmd_dataset_build)
+    dataset_info = dataset_sub.add_parser(
+        "info",
+        help="print the tokenizer generations, datasets and recent versions",
+        description="Print each tokenizer generation (hash, vocabulary, file), its dataset (documents, "
+        "training and validation tokens, shards) and the most recent dataset versions.",
+    )
+    dataset_info.add_argument("--json", action="store_true", help="print JSON")
+    dataset_info.set_defaults(func=cmd_dataset_info)
+
+    tokenizer = sub.add_parser(
+        "tokenizer", help="train the tokenizer", description="Train the SentencePiece tokenizer."
+    )
+    tokenizer_sub = tokenizer.add_subparsers(dest="tokenizer_command", metavar="ACTION", required=True)
+    tokenizer_train = tokenizer_sub.add_parser(
+        "train",
+        help="train the tokenizer on a sample of the allowed corpus",
+        description="Train the SentencePiece tokenizer (TRAIN_VOCAB_SIZE, TOKENIZER_MODEL_TYPE) on a sample "
+        "of TOKENIZER_SAMPLE_CHARS characters of the allowed corpus, into DATA_DIR/tokenizer/g<N>. The "
+        "dataset engine does this once by itself; retraining starts a new model generation (new token "
+        "data, a new model) and needs --new-generation.",
+    )
+    tokenizer_train.add_argument(
+        "--new-generation", action="store_true", help="train a new generation although one exists"
+    )
+    tokenizer_train.set_defaults(func=cmd_tokenizer_train)
     return parser
 
 

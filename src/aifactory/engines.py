@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from aifactory.collect import engine as collector
-from aifactory.engine import EngineSpec
+from aifactory.dataset import engine as dataset
+from aifactory.engine import EngineContext, EngineSpec
 from aifactory.sources import engine as sources
 from aifactory.text import engine as text
 
@@ -30,4 +31,25 @@ def available_engines() -> list[EngineSpec]:
             "process pool; stores documents.",
             roles=("master", "worker"),
         ),
+        EngineSpec(
+            name="dataset",
+            run=dataset.run,
+            description="Trains the tokenizer once, then tokenizes new documents into token shards in "
+            "parallel processes and records dataset versions.",
+            roles=("master",),
+        ),
+        EngineSpec(
+            name="trainer",
+            run=run_trainer,
+            description="Trains the model continuously on the token dataset, in its own process.",
+            roles=("master",),
+            own_process=True,
+        ),
     ]
+
+
+def run_trainer(ctx: EngineContext) -> None:
+    # Imported here, in the trainer's own process: the web server and workers never load torch.
+    from aifactory.train.engine import run
+
+    run(ctx)

@@ -52,7 +52,7 @@ NODE, ADMIN, TUNE, CRAWL, SOURCES, QUALITY, TOKENIZER, TRAIN, SERVE, EVAL = (
     "Crawl guard and distribution",
     "Sources",
     "Data quality and weighting",
-    "Tokenizer",
+    "Dataset and tokenizer",
     "Training",
     "Inference",
     "Evaluation and promotion",
@@ -322,6 +322,54 @@ class Settings(BaseSettings):
     )
     spm_num_threads: Annotated[int | None, BeforeValidator(_empty_is_auto)] = setting(
         None, "Threads for tokenizer training (auto: cores - 1).", TOKENIZER, ge=1, le=1024
+    )
+    tokenizer_model_type: Literal["bpe", "unigram"] = setting(
+        "bpe",
+        "SentencePiece algorithm: bpe (exact in llama.cpp/GGUF) or unigram (faster encoding).",
+        TOKENIZER,
+    )
+    tokenizer_min_corpus_chars: int = setting(
+        5_000_000,
+        "The tokenizer is trained once, when the allowed corpus first has this many characters.",
+        TOKENIZER,
+        ge=10_000,
+    )
+    tokenizer_sample_chars: int = setting(
+        20_000_000,
+        "Characters sampled (every language in proportion) to train the tokenizer; bounds its memory.",
+        TOKENIZER,
+        ge=100_000,
+    )
+    dataset_val_fraction: float = setting(
+        0.02,
+        "Share of documents held out for validation, chosen by a hash of their URL.",
+        TOKENIZER,
+        gt=0,
+        le=0.5,
+    )
+    dataset_val_max_tokens: int = setting(
+        1_000_000, "Validation stops taking documents at this many tokens.", TOKENIZER, ge=1000
+    )
+    dataset_build_min_new_docs: int = setting(
+        500, "The dataset engine builds once this many new documents have arrived.", TOKENIZER, ge=1
+    )
+    dataset_build_max_wait_sec: float = setting(
+        3600.0,
+        "...or once new documents have waited this long, however few; 0 = build whenever there are any.",
+        TOKENIZER,
+        ge=0,
+    )
+    dataset_poll_sec: float = setting(
+        60.0, "Seconds between two checks of the dataset engine for new documents.", TOKENIZER, ge=0.1
+    )
+    dataset_build_workers: int = setting(
+        0, "Processes encoding documents in parallel; 0 = one per core.", TOKENIZER, ge=0, le=256
+    )
+    dataset_shard_tokens: int = setting(
+        100_000_000,
+        "A token shard file is closed and a new one started after this many tokens.",
+        TOKENIZER,
+        ge=1000,
     )
 
     # --- training --------------------------------------------------------------------------------

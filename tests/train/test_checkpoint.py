@@ -156,12 +156,16 @@ def test_sigkill_during_checkpoint_writes_leaves_a_loadable_checkpoint(tmp_path:
             writer.wait(10)
         torn += bool(list(root.glob("*.partial")))  # killed in the middle of writing a checkpoint
         store = CheckpointStore(root)
+        steps = {}
         for name in ("latest", "backup"):
+            if name == "backup" and store.pointer("backup") is None:
+                continue  # killed before the first save had a predecessor
             checkpoint = store.load(name)
-            step = checkpoint.meta["step"]
+            steps[name] = step = checkpoint.meta["step"]
             assert all(torch.equal(t, torch.full_like(t, float(step))) for t in checkpoint.weights.values())
             assert float(checkpoint.optimizer["state"][0]["step"]) == step
-        assert store.pointer("backup") != store.pointer("latest")
+        # A kill between moving `backup` and `latest` leaves both on the previous checkpoint: still valid.
+        assert steps.get("backup", 0) <= steps["latest"]
     assert torn >= 1, "no kill landed during a write: the test proved nothing"
 
 

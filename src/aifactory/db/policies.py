@@ -13,8 +13,14 @@ def load(db: Database) -> list[Policy]:
     with db.read() as conn:
         rows = conn.execute(sa.select(source_policies).order_by(source_policies.c.domain_pattern))
         return [
-            Policy(row.domain_pattern, row.source_type, row.license_tag, bool(row.allow_training),
-                   float(row.base_weight), row.notes)
+            Policy(
+                row.domain_pattern,
+                row.source_type,
+                row.license_tag,
+                bool(row.allow_training),
+                float(row.base_weight),
+                row.notes,
+            )
             for row in rows
         ]
 
@@ -28,18 +34,34 @@ def list_rows(db: Database, limit: int = 1000) -> list[dict]:
 def upsert(db: Database, policy: Policy) -> Policy:
     pattern = normalize_pattern(policy.domain_pattern)
     values = {
-        "domain_pattern": pattern, "source_type": policy.source_type, "license_tag": policy.license_tag,
-        "allow_training": policy.allow_training, "base_weight": policy.base_weight, "notes": policy.notes,
-        "created_at": db.now(), "updated_at": db.now(),
+        "domain_pattern": pattern,
+        "source_type": policy.source_type,
+        "license_tag": policy.license_tag,
+        "allow_training": policy.allow_training,
+        "base_weight": policy.base_weight,
+        "notes": policy.notes,
+        "created_at": db.now(),
+        "updated_at": db.now(),
     }
     with db.begin() as conn:
         db.upsert(
-            conn, source_policies, values, keys=["domain_pattern", "source_type"],
-            update=lambda new: {name: new[name] for name in
-                                ("license_tag", "allow_training", "base_weight", "notes", "updated_at")},
+            conn,
+            source_policies,
+            values,
+            keys=["domain_pattern", "source_type"],
+            update=lambda new: {
+                name: new[name]
+                for name in ("license_tag", "allow_training", "base_weight", "notes", "updated_at")
+            },
         )
-    return Policy(pattern, policy.source_type, policy.license_tag, policy.allow_training, policy.base_weight,
-                  policy.notes)
+    return Policy(
+        pattern,
+        policy.source_type,
+        policy.license_tag,
+        policy.allow_training,
+        policy.base_weight,
+        policy.notes,
+    )
 
 
 def retag(db: Database, pattern: str) -> int:
@@ -50,16 +72,21 @@ def retag(db: Database, pattern: str) -> int:
     pattern = normalize_pattern(pattern)
     rules = load(db)
     with db.read() as conn:
-        domains = list(conn.execute(
-            sa.select(documents.c.domain).distinct()
-            .where(sa.or_(documents.c.domain == pattern, documents.c.domain.like(f"%.{pattern}")))
-        ).scalars())
+        domains = list(
+            conn.execute(
+                sa.select(documents.c.domain)
+                .distinct()
+                .where(sa.or_(documents.c.domain == pattern, documents.c.domain.like(f"%.{pattern}")))
+            ).scalars()
+        )
     changed = 0
     for domain in (d for d in domains if matches(pattern, d)):
         with db.read() as conn:
-            sources = list(conn.execute(
-                sa.select(documents.c.source_type).distinct().where(documents.c.domain == domain)
-            ).scalars())
+            sources = list(
+                conn.execute(
+                    sa.select(documents.c.source_type).distinct().where(documents.c.domain == domain)
+                ).scalars()
+            )
         for source in sources:
             policy = resolve(rules, domain, source)
             block = "" if policy.allow_training else f"policy:{policy.domain_pattern}"
@@ -70,8 +97,9 @@ def retag(db: Database, pattern: str) -> int:
                     .where(documents.c.domain == domain, documents.c.source_type == source)
                     .values(
                         license_tag=policy.license_tag,
-                        block_reason=sa.case((documents.c.optout_reason != "", documents.c.optout_reason),
-                                             else_=block),
+                        block_reason=sa.case(
+                            (documents.c.optout_reason != "", documents.c.optout_reason), else_=block
+                        ),
                         allowed_for_training=sa.and_(documents.c.optout_reason == "", sa.literal(not block)),
                     )
                 )

@@ -257,3 +257,45 @@ training_metrics = sa.Table(
     sa.Column("tokens_per_sec", sa.Float),
     sa.Column("mfu", sa.Float),
 )
+
+# --- dataset and tokenizer (issue #5) ------------------------------------------------------------------
+# The token shards themselves live on disk (DATA_DIR/dataset/g<N>/, with their manifest as the commit
+# point); these tables are the record of what was built, for the dashboard, the API and provenance.
+
+tokenizer_generations = sa.Table(
+    "tokenizer_generations",
+    metadata,
+    sa.Column("generation", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("tokenizer_hash", sa.String(64), nullable=False),
+    sa.Column("model_type", sa.String(16), nullable=False),
+    sa.Column("vocab_size", sa.Integer, nullable=False),
+    sa.Column("languages", sa.String(200), nullable=False, server_default=""),
+    sa.Column("sample_documents", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("sample_chars", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("train_seconds", sa.Float, nullable=False, server_default="0"),
+    sa.Column("path", sa.Text, nullable=False, server_default=""),
+    sa.Column("node_id", sa.String(128), nullable=False, server_default=""),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+dataset_versions = sa.Table(
+    "dataset_versions",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("tag", sa.String(64), nullable=False, unique=True),  # g<generation>-v<build>
+    sa.Column("generation", sa.Integer, nullable=False),
+    sa.Column("tokenizer_hash", sa.String(64), nullable=False),
+    sa.Column("documents", sa.BigInteger, nullable=False),  # documents tokenized in all
+    sa.Column("new_documents", sa.BigInteger, nullable=False),  # ...by this build
+    sa.Column("train_tokens", sa.BigInteger, nullable=False),
+    sa.Column("val_tokens", sa.BigInteger, nullable=False),
+    sa.Column("skipped", sa.BigInteger, nullable=False, server_default="0"),  # the tokenizer failed on them
+    # Running totals of the text pipeline's counters (docs.blocked.*, docs.filtered.*, docs.duplicate.*).
+    sa.Column("blocked", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("filtered", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("duplicates", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("per_source", sa.JSON),  # {source: {documents, train_tokens, val_tokens}}
+    sa.Column("build_seconds", sa.Float, nullable=False, server_default="0"),
+    sa.Column("node_id", sa.String(128), nullable=False, server_default=""),
+    sa.Column("created_at", sa.Float, nullable=False),
+)

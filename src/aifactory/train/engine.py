@@ -3,13 +3,8 @@
 The node runs it in its own process (EngineSpec own_process=True). Between cycles it picks up new data
 (`source.refresh()`); after an early stop it waits, phase "paused", until the dataset has grown by
 EARLY_STOPPING_RESUME_GROWTH. Its data source comes from `open_source(settings)`, which the dataset
-builder provides (issue #5); until it can, the source raises SourceUnavailable and the engine waits in
-phase "waiting" saying why. Registering the engine is one function in aifactory/engines.py:
-
-    def run_trainer_engine(ctx: EngineContext) -> None:
-        run_trainer(ctx, open_training_source)      # the dataset's BatchSource factory
-
-    EngineSpec("trainer", run_trainer_engine, "trains the model continuously", own_process=True)
+builder provides (`aifactory.dataset.source.open_source`); until there is data, the source raises
+SourceUnavailable and the engine waits in phase "waiting" saying why.
 """
 
 from __future__ import annotations
@@ -138,3 +133,10 @@ def run_trainer(ctx: EngineContext, open_source: SourceFactory, poll_sec: float 
             ctx.count(train_steps=result.steps, train_tokens=result.tokens, train_cycles=1)
             metrics.prune(ctx.db)
         ctx.set_phase("stopping", f"saved at step {trainer.state.step:,}")
+
+
+def run(ctx: EngineContext) -> None:
+    """The engine entry point: train continuously on the token dataset the dataset engine builds."""
+    from aifactory.dataset.source import open_source  # the dataset imports sentencepiece and numpy
+
+    run_trainer(ctx, open_source)

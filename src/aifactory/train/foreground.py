@@ -100,17 +100,16 @@ def report(message: str, level: str = "info") -> None:
 
 
 def train_command(settings: Settings, *, steps: int, text_file: Path | None, out: Path | None) -> int:
-    if text_file is None:
-        print(
-            "aifactory train: there is no token dataset to train on yet (the dataset builder is not part of "
-            "this version); pass --text-file PATH to train on a local text file, one token per UTF-8 byte",
-            file=sys.stderr,
-        )
-        return 2
     try:
-        source = TokenArraySource.from_text_file(text_file)
+        if text_file is None:
+            from aifactory.dataset.source import open_source  # the token dataset the factory builds
+
+            source = open_source(settings)
+        else:
+            source = TokenArraySource.from_text_file(text_file)
     except (OSError, SourceUnavailable) as exc:
-        print(f"aifactory train: {exc}", file=sys.stderr)
+        hint = "; or pass --text-file PATH to train on a local text file" if text_file is None else ""
+        print(f"aifactory train: {exc}{hint}", file=sys.stderr)
         return 2
     runtime = setup_runtime(settings)
     store = CheckpointStore(out or checkpoint_dir(settings))
