@@ -149,6 +149,8 @@ def stand_in_site() -> SiteServer:
     routes |= hacker_news(origin)
     routes["/arxiv/api/query"] = arxiv()
     routes["/search"] = _search(origin)
+    routes["/docs/guide/"] = _docs_index()
+    routes["/docs/guide/config"] = _docs_page()
     server.routes = routes
     return server
 
@@ -167,5 +169,22 @@ def _search(origin: str) -> Handler:
             {"url": f"{origin}/wiki/kingfisher"},
         ]
         return web.json_response({"results": results})
+
+    return handler
+
+
+def _docs_index() -> Handler:
+    links = '<p><a href="/docs/guide/config">Configuration</a> <a href="/news/park">News</a></p>'
+
+    async def handler(_request: web.Request) -> web.StreamResponse:
+        text = pages.page("Guide", pages.DOCS_EN[:1], header="App Docs", extra_body=links)
+        return web.Response(text=text, content_type="text/html")
+
+    return handler
+
+
+def _docs_page() -> Handler:
+    async def handler(_request: web.Request) -> web.StreamResponse:
+        return web.Response(text=pages.docs_page(), content_type="text/html")
 
     return handler

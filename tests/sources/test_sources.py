@@ -11,8 +11,10 @@ import pytest
 import sqlalchemy as sa
 
 from aifactory.collect.crawler import Crawler
+from aifactory.collect.engine import seed_urls
 from aifactory.collect.fetch import Fetcher
 from aifactory.db import Database, counters, kv
+from aifactory.db import frontier as frontier_db
 from aifactory.db import policies as policy_db
 from aifactory.db.schema import documents, frontier
 from aifactory.settings import Settings
@@ -241,3 +243,20 @@ def test_links_of_good_documents_lead_to_new_hosts(
     analyzed = analyze_many([good, spam], pipeline_config(settings), None)
     assert discover_from_documents(db, settings, analyzed) == 2
     assert set(queued(db)) == {"https://birds.example/herons", "https://fish.example/"}
+
+
+def test_documentation_sites_are_crawled_within_their_path(
+    db: Database, site: SiteServer, make_settings: Any
+) -> None:
+    settings = settings_for(
+        make_settings, db, enable_docs_collector=True, doc_seed_urls=[site.url("/docs/guide/")]
+    )
+    seeds, invalid = seed_urls(settings)
+    assert invalid == [] and [seed.source for seed in seeds] == ["docs"]
+    frontier_db.queue_urls(db, settings, seeds)
+    crawl_and_process(db, settings)
+    stored = docs(db)
+    assert site.url("/docs/guide/config") in stored
+    assert stored[site.url("/docs/guide/config")]["source_type"] == "docs"
+    assert "port = 8080" in stored[site.url("/docs/guide/config")]["text"]
+    assert site.url("/news/park") not in queued(db)  # outside the documentation's path

@@ -143,3 +143,28 @@ def test_an_unloadable_checkpoint_is_an_error_on_the_dashboard_not_a_fresh_start
     assert row["phase"] == "error"
     assert f"{latest / 'model.safetensors'} is truncated or corrupt" in row["last_error"]
     assert store.pointer("latest") == latest and Path(latest).exists()  # nothing was overwritten
+
+
+def test_a_new_tokenizer_generation_starts_a_new_model_and_keeps_the_old_one(db: Database, engine) -> None:
+    stop, thread, settings = engine(lambda s: corpus_source())
+    wait_for(lambda: len(metric_steps(db)) >= 3, timeout=60, what="3 steps")
+    stop.set()
+    thread.join(60)
+    old_step = CheckpointStore(checkpoint_dir(settings)).load("latest").meta["step"]
+
+    def new_generation(_settings):
+        source = corpus_source()
+        source.tokenizer_hash = "second-generation"
+        return source
+
+    engine(new_generation)
+    wait_for(lambda: any("starting a new model" in m for m in messages(db)), timeout=60, what="a new model")
+    kept = checkpoint_dir(settings).with_name("checkpoints-utf8-bytes")
+    assert CheckpointStore(kept).load("latest").meta["step"] == old_step  # the old model is kept whole
+    wait_for(
+        lambda: CheckpointStore(checkpoint_dir(settings)).read_meta("latest") is not None,
+        timeout=60,
+        what="the new model's first checkpoint",
+    )
+    meta = CheckpointStore(checkpoint_dir(settings)).read_meta("latest")[1]
+    assert meta["tokenizer_hash"] == "second-generation"

@@ -75,6 +75,26 @@ def open_when_available(
             return None
 
 
+def start_new_model_for_new_tokenizer(
+    ctx: EngineContext, store: CheckpointStore, source: BatchSource
+) -> CheckpointStore:
+    """A new tokenizer generation (an explicit `aifactory tokenizer train --new-generation`) needs a new
+    model: the previous model's checkpoints are kept, renamed after its tokenizer, and training starts
+    afresh. Any other reason a checkpoint does not fit stays an error for the person to look at."""
+    latest = store.read_meta("latest")
+    previous = latest[1].get("tokenizer_hash") if latest is not None else None
+    if previous is None or previous == source.tokenizer_hash:
+        return store
+    kept = store.root.with_name(f"{store.root.name}-{str(previous)[:16]}")
+    store.root.rename(kept)
+    ctx.log(
+        f"new tokenizer generation ({source.tokenizer_hash[:16]}): starting a new model; the previous "
+        f"model (tokenizer {str(previous)[:16]}, step {latest[1].get('step')}) is kept in {kept}",
+        level="warning",
+    )
+    return CheckpointStore(store.root)
+
+
 def resume_target(trainer: Trainer) -> int:
     growth = trainer.settings.early_stopping_resume_growth
     return math.ceil(trainer.state.paused_at_tokens * (1 + growth))
@@ -87,6 +107,7 @@ def run_trainer(ctx: EngineContext, open_source: SourceFactory, poll_sec: float 
     source = open_when_available(ctx, open_source, poll_sec)
     if source is None:
         return
+    store = start_new_model_for_new_tokenizer(ctx, store, source)
     with store.lock():
         # A checkpoint that cannot be loaded (nor its backup) raises here: the engine shows the error.
         checkpoint, problem = store.load_for_resume(map_location=runtime.device)
