@@ -24,8 +24,8 @@ from aifactory.sources.discovery import discover_from_documents, poll_search
 from aifactory.sources.feeds import poll_feeds
 from aifactory.sources.hackernews import poll_hacker_news
 from aifactory.sources.wikipedia import poll_wikipedia
-from aifactory.text.engine import pipeline_config, process_batch
-from aifactory.text.pipeline import RawDocument, analyze_many, store
+from aifactory.text.engine import process_batch
+from aifactory.text.pipeline import PipelineConfig, RawDocument, analyze_many, store
 from aifactory.text.staging import StagingSink
 from tests.collect.harness import TEST_CRAWL
 from tests.collect.sites import SiteServer
@@ -62,7 +62,9 @@ def poll(db: Database, settings: Settings, poller: Callable[[SourceRun], Awaitab
 
     run = asyncio.run(main())
     if run.documents:
-        store(db, analyze_many(run.documents, pipeline_config(settings), None), policy_db.load(db))
+        store(
+            db, analyze_many(run.documents, PipelineConfig.from_settings(settings), None), policy_db.load(db)
+        )
     return run
 
 
@@ -240,7 +242,7 @@ def test_links_of_good_documents_lead_to_new_hosts(
         content_type="text/plain",
         links=["https://spam.example/"],
     )
-    analyzed = analyze_many([good, spam], pipeline_config(settings), None)
+    analyzed = analyze_many([good, spam], PipelineConfig.from_settings(settings), None)
     assert discover_from_documents(db, settings, analyzed) == 2
     assert set(queued(db)) == {"https://birds.example/herons", "https://fish.example/"}
 

@@ -12,7 +12,6 @@ import asyncio
 import json
 import time
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -122,6 +121,6 @@ def recall(db: Database, key: str) -> dict:
     return json.loads(value) if value else {}
 
 
-def record_counts(db: Database, counts: dict[str, float], name: Callable[[str], str]) -> None:
+def record_counts(db: Database, counts: dict[str, float]) -> None:
     """Add a cycle's source counts to the running counters (sources.<name>)."""
-    counters.add(db, {name(k): int(v) for k, v in counts.items() if v})
+    counters.add(db, {f"sources.{name}": int(value) for name, value in counts.items() if value})

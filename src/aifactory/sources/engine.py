@@ -19,8 +19,7 @@ from aifactory.sources.discovery import poll_search
 from aifactory.sources.feeds import poll_feeds
 from aifactory.sources.hackernews import poll_hacker_news
 from aifactory.sources.wikipedia import poll_wikipedia
-from aifactory.text.engine import pipeline_config
-from aifactory.text.pipeline import analyze_many, store
+from aifactory.text.pipeline import PipelineConfig, analyze_many, store
 
 CYCLE_SEC = 5.0
 POLLERS = (poll_feeds, poll_hacker_news, poll_arxiv, poll_wikipedia, poll_search)
@@ -31,7 +30,7 @@ def run(ctx: EngineContext) -> None:
 
 
 async def poll_forever(ctx: EngineContext) -> None:
-    config = pipeline_config(ctx.settings)
+    config = PipelineConfig.from_settings(ctx.settings)
     async with Fetcher(ctx.settings, max_connections=4) as fetcher:
         while not ctx.stopping():
             try:
@@ -53,7 +52,7 @@ async def poll_forever(ctx: EngineContext) -> None:
                         dedup=ctx.settings.enable_text_dedup,
                     )
                     run.count("documents_stored", outcome["docs.stored"])
-                await asyncio.to_thread(record_counts, ctx.db, run.counts, lambda k: f"sources.{k}")
+                await asyncio.to_thread(record_counts, ctx.db, run.counts)
                 if run.counts:
                     ctx.count(**run.counts)
                     ctx.set_phase(

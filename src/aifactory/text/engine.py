@@ -22,18 +22,9 @@ from aifactory.sources.discovery import discover_from_documents
 from aifactory.text import staging
 from aifactory.text.pipeline import PipelineConfig, analyze_many, store
 from aifactory.text.policies import Policy
-from aifactory.text.quality import QualityRules
 
 BATCH = 32
 POLICY_REFRESH_SEC = 30.0  # policies changed from the dashboard reach every node within this
-
-
-def pipeline_config(settings: Settings) -> PipelineConfig:
-    return PipelineConfig(
-        rules=QualityRules(min_chars=settings.min_train_chars),
-        max_doc_chars=settings.max_doc_chars,
-        mask_pii=settings.enable_pii_filter,
-    )
 
 
 def make_pool(workers: int | None = None) -> concurrent.futures.ProcessPoolExecutor:
@@ -53,7 +44,7 @@ def process_batch(
     batch = staging.claim(db, node_id, limit)
     if not batch:
         return 0, Counter()
-    analyzed = analyze_many([raw for _id, raw in batch], pipeline_config(settings), pool)
+    analyzed = analyze_many([raw for _id, raw in batch], PipelineConfig.from_settings(settings), pool)
     with db.begin() as conn:
         outcome = store(db, analyzed, policies, node_id=node_id, dedup=settings.enable_text_dedup, conn=conn)
         staging.finish(conn, [page_id for page_id, _raw in batch])

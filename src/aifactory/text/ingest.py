@@ -12,8 +12,8 @@ from aifactory.db import Database
 from aifactory.db import policies as policy_db
 from aifactory.settings import Settings
 from aifactory.sources.files import SkippedFile, iter_paths, read_file
-from aifactory.text.engine import make_pool, pipeline_config
-from aifactory.text.pipeline import RawDocument, analyze_many, store
+from aifactory.text.engine import make_pool
+from aifactory.text.pipeline import PipelineConfig, RawDocument, analyze_many, store
 
 BATCH = 64
 
@@ -35,7 +35,7 @@ def ingest(
     workers: int | None = None,
 ) -> tuple[Counter[str], list[str]]:
     """Ingest files and folders; returns outcome counts and the files skipped (with why)."""
-    config = pipeline_config(settings)
+    config = PipelineConfig.from_settings(settings)
     policies = policy_db.load(db)
     totals: Counter[str] = Counter()
     skipped: list[str] = []

@@ -27,6 +27,7 @@ from sqlalchemy.engine import Connection
 from aifactory.db import counters
 from aifactory.db.database import Database
 from aifactory.db.schema import documents, minhash_bands
+from aifactory.settings import Settings
 from aifactory.text import policies as policy_rules
 from aifactory.text.extract import ExtractionTimeout, extract_document
 from aifactory.text.language import detect_language
@@ -80,6 +81,14 @@ class PipelineConfig:
     max_doc_chars: int = 100_000
     mask_pii: bool = True
     extract_timeout: float = 10.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PipelineConfig:
+        return cls(
+            rules=QualityRules(min_chars=settings.min_train_chars),
+            max_doc_chars=settings.max_doc_chars,
+            mask_pii=settings.enable_pii_filter,
+        )
 
 
 def analyze(raw: RawDocument, config: PipelineConfig) -> list[Analyzed]:
@@ -169,8 +178,8 @@ def store(
         domain = domain_of(doc.raw.final_url or doc.url)
         policy = policy_rules.resolve(policies, domain, doc.raw.source)
         block = "" if policy.allow_training else f"policy:{policy.domain_pattern}"
-        if doc.raw.optout_reason:
-            block = doc.raw.optout_reason
+        if doc.raw.optout_reason or not doc.raw.train_allowed:
+            block = doc.raw.optout_reason or "optout"
         inserted = _insert(db, conn, doc, domain, policy, block, node_id)
         if not inserted:  # the same URL (or text) was stored by another node a moment ago
             outcome["docs.duplicate.exact"] += 1
