@@ -16,7 +16,8 @@ from py3langid import langid
 _KANA = re.compile(r"[\u3040-\u30ff]")
 _HAN = re.compile(r"[\u4e00-\u9fff]")
 _LETTER = re.compile(r"[^\W\d_]")
-SAMPLE_CHARS = 1000  # a paragraph or two decide reliably; classifying megabytes adds nothing
+CJK_LANGUAGES = {"ja", "zh"}  # written without spaces between words
+SAMPLE_CHARS = 800  # a paragraph decides reliably; classifying megabytes adds nothing
 
 
 @dataclass(frozen=True)

@@ -19,14 +19,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aifactory.text.quality import CJK_LANGUAGES
+from aifactory.text.hashing import PRIME as _PRIME
+from aifactory.text.hashing import word_hashes
+from aifactory.text.language import CJK_LANGUAGES
 
 NUM_PERM = 112
 BANDS = 14
 ROWS = 8
 NGRAM = 5
-_PRIME = np.uint64(1_000_003)
-_PRIME_INVERSE = np.uint64(pow(1_000_003, -1, 2**64))
 _rng = np.random.default_rng(20240613)
 _A = _rng.integers(1, 2**63, size=NUM_PERM, dtype=np.uint64) | np.uint64(1)  # odd multipliers
 _B = _rng.integers(0, 2**63, size=NUM_PERM, dtype=np.uint64)
@@ -87,46 +87,6 @@ def simplify(text: str, language: str = "") -> str:
     if language not in CJK_LANGUAGES:
         text = "".join(ch for ch in unicodedata.normalize("NFKD", text) if not unicodedata.combining(ch))
     return " ".join(_DIGIT.sub("0", _PUNCT.sub(" ", text)).split())
-
-
-class _Powers:
-    """P^i and P^-i modulo 2^64 (P is odd, hence invertible), grown on demand."""
-
-    def __init__(self) -> None:
-        self.up = np.ones(1, dtype=np.uint64)
-        self.down = np.ones(1, dtype=np.uint64)
-
-    def get(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        if len(self.up) < n:
-            size = max(n, 2 * len(self.up))
-            self.up, self.down = _power_table(_PRIME, size), _power_table(_PRIME_INVERSE, size)
-        return self.up[:n], self.down[:n]
-
-
-def _power_table(base: np.uint64, size: int) -> np.ndarray:
-    with np.errstate(over="ignore"):  # wrapping products are the point: arithmetic mod 2^64
-        rest = np.cumprod(np.full(size - 1, base, dtype=np.uint64))
-    return np.concatenate((np.ones(1, dtype=np.uint64), rest))
-
-
-_POWERS = _Powers()
-
-
-def word_hashes(simple: str) -> np.ndarray:
-    """A 64-bit polynomial hash of each space-separated word, without a Python loop over words.
-
-    With S the prefix sums of code[j]·P^j, the word [a, b) hashes to (S[b] - S[a])·P^-a."""
-    codes = np.frombuffer(simple.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-    n = len(codes)
-    if n == 0:
-        return codes
-    up, down = _POWERS.get(n)
-    spaces = np.flatnonzero(codes == 32)
-    starts = np.concatenate(([0], spaces + 1))
-    ends = np.concatenate((spaces, [n]))
-    with np.errstate(over="ignore"):
-        prefix = np.concatenate((np.zeros(1, dtype=np.uint64), np.cumsum(codes * up, dtype=np.uint64)))
-        return (prefix[ends] - prefix[starts]) * down[starts]
 
 
 def shingle_hashes(text: str, language: str, n: int = NGRAM) -> np.ndarray:

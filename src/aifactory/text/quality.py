@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-CJK_LANGUAGES = {"ja", "zh"}
+from aifactory.text.hashing import PRIME, word_hashes
+from aifactory.text.language import CJK_LANGUAGES
+
 ANALYSIS_CHARS = 30_000  # statistics on a sample: enough to see spam, bounded in time
 REPETITION_CHARS = 15_000  # n-gram statistics: a page's repetitiveness shows in its first part
 CJK_ANALYSIS_CHARS = 8_000  # character n-grams: one unit per character, so a smaller sample
-_PRIME = np.uint64(1_000_003)
 STOP_WORDS_EN = {"the", "be", "to", "of", "and", "that", "have", "with"}
 TERMINAL = tuple(".!?\"'。｡！？」』)”")
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -169,9 +170,9 @@ def _spaced_rules(checks: _Checks, sample: str, lines: list[str], language: str,
     tokens = _WORD.findall(lowered[:REPETITION_CHARS])
     if not tokens:
         return
-    _, ids = np.unique(np.array(tokens), return_inverse=True)
+    ids = word_hashes(" ".join(tokens))  # equal words, equal 64-bit ids
     lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
-    _ngram_repetition(checks, ids.astype(np.uint64), lengths, rules.top_ngram_max, rules.dup_ngram_max)
+    _ngram_repetition(checks, ids, lengths, rules.top_ngram_max, rules.dup_ngram_max)
 
 
 def _cjk_rules(checks: _Checks, sample: str, language: str, rules: QualityRules) -> None:
@@ -214,17 +215,25 @@ def _ngram_repetition(
         return
     ids = ids + np.uint64(1)  # no zero ids: a zero would vanish from the polynomial
     limits = {n: ("top", limit) for n, limit in top_max} | {n: ("dup", limit) for n, limit in dup_max}
+    dup_floor = min((limit for n, limit in dup_max), default=0.0)
+    shortest_dup = min((n for n, _ in dup_max), default=0)
+    covered: float | None = None  # duplicated share for the shortest n, a bound for every longer n
     hashes = ids.copy()
     gram_lengths = lengths.copy()
     with np.errstate(over="ignore"):
         for n in range(2, max(limits) + 1):
             if units < n:
                 return
-            hashes = hashes[:-1] * _PRIME + ids[n - 1 :]
+            hashes = hashes[:-1] * PRIME + ids[n - 1 :]
             gram_lengths = gram_lengths[:-1] + lengths[n - 1 :]
             if n not in limits:
                 continue
             kind, limit = limits[n]
+            if kind == "dup" and covered is not None and covered <= dup_floor:
+                # A unit covered by a repeated (n+1)-gram is covered by a repeated n-gram, so the
+                # share only falls as n grows: under the smallest limit, every longer n passes too.
+                checks.at_most("repeated_ngrams", covered, limit)
+                continue
             # Group equal hashes by sorting once (what np.unique does, minus what is not needed).
             order = np.argsort(hashes)
             ordered = hashes[order]
@@ -245,4 +254,6 @@ def _ngram_repetition(
                 np.add.at(edges, starts, 1)
                 np.add.at(edges, starts + n, -1)
                 share = lengths[np.cumsum(edges[:-1]) > 0].sum() / total
+                if n == shortest_dup:
+                    covered = float(share)
             checks.at_most("repeated_ngrams", float(share), limit)
