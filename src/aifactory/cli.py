@@ -28,7 +28,7 @@ from aifactory.autotune import resolve_profile
 from aifactory.db import counters, migrate
 from aifactory.db import engines as engine_db
 from aifactory.db import nodes as node_db
-from aifactory.launch import StartupError, configure_logging, open_database, run_master, run_worker
+from aifactory.launch import StartupError, configure_logging, opened_database, run_master, run_worker
 from aifactory.settings import (
     Settings,
     SettingsError,
@@ -37,6 +37,12 @@ from aifactory.settings import (
     env_name,
     load_settings,
 )
+
+
+def configure_quiet_logging(settings: Settings) -> None:
+    """Warnings only at the default level: commands with a progress line say the rest themselves."""
+    quiet = "warning" if settings.log_level == "info" else settings.log_level
+    configure_logging(settings.model_copy(update={"log_level": quiet}))
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
@@ -52,16 +58,13 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    db = open_database(settings, upgrade=False)
-    try:
+    with opened_database(settings, upgrade=False) as db:
         if migrate.current_revision(db) is None:
             print(f"database {db.display_url} is empty: start the factory with `aifactory up` first")
             return 1
         rows = node_db.list_nodes(db, offline_after=settings.node_offline_window_sec)
         states = engine_db.list_states(db)
         totals = counters.get_all(db)
-    finally:
-        db.dispose()
     if args.json:
         print(json.dumps({"nodes": rows, "engines": states, "counters": totals}, indent=2, default=str))
         return 0
@@ -109,13 +112,10 @@ def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
-    db = open_database(settings, upgrade=False)
-    try:
+    with opened_database(settings, upgrade=False) as db:
         started = time.monotonic()
         before = migrate.upgrade(db)
         after = migrate.current_revision(db)
-    finally:
-        db.dispose()
     if before == after:
         print(f"database {db.display_url} is up to date (revision {after})")
     else:
@@ -129,29 +129,21 @@ def cmd_db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_crawl(settings: Settings, args: argparse.Namespace) -> int:
     from aifactory.collect.oneoff import crawl_command  # the crawler's imports only when crawling
 
-    quiet = "warning" if settings.log_level == "info" else settings.log_level  # the progress line says it
-    configure_logging(settings.model_copy(update={"log_level": quiet}))
-    db = open_database(settings)
-    try:
+    configure_quiet_logging(settings)
+    with opened_database(settings) as db:
         return crawl_command(settings, db, args.urls, args.max_pages, args.refetch)
-    finally:
-        db.dispose()
 
 
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     from aifactory.text.ingest import ingest  # text-processing imports only when ingesting
 
-    quiet = "warning" if settings.log_level == "info" else settings.log_level  # the progress line says it
-    configure_logging(settings.model_copy(update={"log_level": quiet}))
+    configure_quiet_logging(settings)
     missing = [str(path) for path in args.paths if not path.exists()]
     if missing:
         print(f"aifactory: no such file or folder: {', '.join(missing)}", file=sys.stderr)
         return 1
-    db = open_database(settings)
-    try:
+    with opened_database(settings) as db:
         totals, skipped = ingest(settings, db, args.paths)
-    finally:
-        db.dispose()
     filtered = {
         k.removeprefix("docs.filtered."): v for k, v in totals.items() if k.startswith("docs.filtered.")
     }
@@ -184,32 +176,23 @@ def cmd_dataset_build(settings: Settings, args: argparse.Namespace) -> int:
     from aifactory.dataset.commands import dataset_build_command
 
     configure_logging(settings)
-    db = open_database(settings)
-    try:
+    with opened_database(settings) as db:
         return dataset_build_command(settings, db)
-    finally:
-        db.dispose()
 
 
 def cmd_dataset_info(settings: Settings, args: argparse.Namespace) -> int:
     from aifactory.dataset.commands import dataset_info_command
 
-    db = open_database(settings)
-    try:
+    with opened_database(settings) as db:
         return dataset_info_command(settings, db, args.json)
-    finally:
-        db.dispose()
 
 
 def cmd_tokenizer_train(settings: Settings, args: argparse.Namespace) -> int:
     from aifactory.dataset.commands import tokenizer_train_command
 
     configure_logging(settings)
-    db = open_database(settings)
-    try:
+    with opened_database(settings) as db:
         return tokenizer_train_command(settings, db, args.new_generation)
-    finally:
-        db.dispose()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -63,6 +63,16 @@ def open_database(settings: Settings, *, upgrade: bool = True) -> Database:
     return db
 
 
+@contextmanager
+def opened_database(settings: Settings, *, upgrade: bool = True) -> Iterator[Database]:
+    """`open_database` for the length of a command; the pool is closed afterwards."""
+    db = open_database(settings, upgrade=upgrade)
+    try:
+        yield db
+    finally:
+        db.dispose()
+
+
 def upgrade_schema(db: Database) -> None:
     try:
         migrate.upgrade(db)
