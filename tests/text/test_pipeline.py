@@ -79,6 +79,36 @@ def test_duplicates_are_counted_not_stored(db: Database) -> None:
     }
 
 
+def test_copies_within_one_batch_are_caught_too(db: Database) -> None:
+    """A batch is stored with a few statements, not one query per document: copies of each other
+    inside the batch are found in memory, and a URL seen twice keeps its first text."""
+    first = html("https://riverton.example/park", "Council approves park plan", pages.NEWS_EN)
+    outcome = run(
+        db,
+        first,
+        RawDocument(url="https://mirror.example/copy", body=first.body, source="web"),
+        RawDocument(url="https://valley.example/park", body=pages.near_copy_of_news()),
+        RawDocument(
+            url="https://riverton.example/park", body="\n\n".join(pages.FORUM_EN), content_type="text/plain"
+        ),
+        RawDocument(
+            url="https://forum.example/t/1", body="\n\n".join(pages.FORUM_EN), content_type="text/plain"
+        ),
+    )
+    assert outcome == {
+        "docs.stored": 2,
+        "docs.stored.web": 2,
+        "docs.chars": outcome["docs.chars"],
+        "docs.duplicate.exact": 2,
+        "docs.duplicate.near": 1,
+    }
+    stored = rows(db)
+    assert sorted(stored) == ["https://forum.example/t/1", "https://riverton.example/park"]
+    assert "railway yard" in stored["https://riverton.example/park"]["text"]
+    with db.read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(minhash_bands)).scalar() == 2 * 14
+
+
 def test_a_second_node_sees_what_the_first_stored(db_url: str) -> None:
     """Dedup state lives in the database, so it holds across runs and nodes."""
     from aifactory.db import migrate
