@@ -148,6 +148,12 @@ class Settings(BaseSettings):
         2, "Maximum simultaneous requests to the same host.", CRAWL, ge=1, le=64
     )
     crawler_batch_sleep_sec: float = setting(0.6, "Pause after each batch of fetches.", CRAWL, ge=0, le=3600)
+    staging_max_pages: int = setting(
+        20_000,
+        "Crawling pauses while this many fetched pages wait for the text pipeline (0 = no limit).",
+        CRAWL,
+        ge=0,
+    )
     crawler_allow_subdomains: bool = setting(False, "Follow links into subdomains of a seed's host.", CRAWL)
     crawler_user_agent: str = setting(
         "AIFactoryBot",

@@ -19,6 +19,7 @@ from aifactory.db.schema import hosts, pages
 from aifactory.engine import EngineContext
 from aifactory.engines import available_engines
 from aifactory.node import Node
+from aifactory.text import staging
 from tests.collect.harness import crawl, crawl_settings, frontier_rows, page_rows, queue
 from tests.collect.sites import SiteServer, links, page, text, wide_site
 
@@ -71,6 +72,40 @@ def test_the_engine_crawls_while_ignited_and_stops_within_seconds(db: Database, 
     assert engine_counts["bytes"] == totals["crawl.bytes"] > 0
     assert engine_counts["cycles"] >= 2 and engine_counts["pages_per_sec"] > 0
     assert 80 > len([row for row in frontier_rows(db).values() if row["state"] == "done"]) >= 40
+
+
+def test_the_crawl_waits_while_the_text_engine_is_behind(db: Database, make_settings: Any) -> None:
+    """Backpressure: with the text engine stopped, fetched pages pile up only to STAGING_MAX_PAGES;
+    the collector then waits (and says so) instead of filling the disk, and goes on once they drain."""
+    with SiteServer(wide_site(60)) as site:
+        settings = crawl_settings(
+            make_settings,
+            database_url=db.url,
+            web_seed_urls=[site.url("/")],
+            staging_max_pages=12,
+            max_crawl_pages_per_cycle=30,
+        )
+        collector_only = [spec for spec in available_engines() if spec.name == "collector"]
+        node = Node(settings, db, collector_only, role="master")
+        node.start()
+        try:
+            node_db.send_command(db, "start", node_id=node.node_id)
+
+            def phase() -> str:
+                state = engine_db.load(db, node.node_id, "collector")
+                return state["phase"] if state else ""
+
+            wait_for(lambda: phase() == "waiting", 30, "the collector to wait")
+            assert staging.backlog(db) == 12
+            time.sleep(1.0)
+            assert staging.backlog(db) == 12 and stored_pages(db) == 12  # nothing more was fetched
+            with db.begin() as conn:  # the text engine catches up
+                conn.execute(staging.staged_pages.delete())
+            wait_for(lambda: stored_pages(db) >= 24, 30, "the crawl to go on")
+        finally:
+            node.stop()
+    state = engine_db.load(db, node.node_id, "collector")
+    assert state is not None and state["counters"]["backpressure_waits"] >= 1
 
 
 def test_each_node_takes_its_share(db: Database, make_settings: Any) -> None:

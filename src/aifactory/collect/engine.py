@@ -7,6 +7,10 @@ COLLECTION_INCLUDE_MASTER) sorted by id, this node's index among them, and its p
 max(20, MAX_CRAWL_PAGES_PER_CYCLE // nodes), and (4) crawls until the budget is spent or no host has
 due work. Hosts are leased, so nodes never crawl the same host at once; the shard only says which
 hosts a node looks at first. Stop cancels the fetches in flight and gives every lease back.
+
+Backpressure: fetched pages wait in `staged_pages` for the text engine. When STAGING_MAX_PAGES of them
+are waiting (the text engine is stopped, or slower than the crawl), the collector waits too instead of
+filling the disk; each cycle's budget is also cut to the room that is left.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from aifactory.db import frontier as frontier_db
 from aifactory.db import nodes as node_db
 from aifactory.engine import EngineContext
 from aifactory.settings import Settings
-from aifactory.text.staging import StagingSink
+from aifactory.text import staging
 
 log = logging.getLogger("aifactory.crawl")
 
@@ -89,7 +93,7 @@ async def crawl_forever(ctx: EngineContext) -> None:
     ctx.log(f"collector started: {len(seeds)} seeds")
     cycle = 0
     # Pages are staged for the text engine in the crawler's own transaction (see aifactory.text.staging).
-    sink = StagingSink(ctx.db)
+    sink = staging.StagingSink(ctx.db)
     async with Crawler(
         s, ctx.db, ctx.node_id, sink=sink, on_counts=lambda counts: ctx.count(**counts)
     ) as crawler:
@@ -108,6 +112,15 @@ async def crawl_forever(ctx: EngineContext) -> None:
                 ctx.set_phase("idle", f"COLLECTION_INCLUDE_MASTER=0: {nodes} worker(s) collect")
                 await _pause(ctx, IDLE_POLL_SEC * 5)
                 continue
+            if s.staging_max_pages:
+                waiting = await asyncio.to_thread(staging.backlog, ctx.db, s.staging_max_pages)
+                if waiting >= s.staging_max_pages:
+                    detail = f"{waiting} fetched pages wait for the text engine (STAGING_MAX_PAGES)"
+                    ctx.set_phase("waiting", detail)
+                    ctx.count(backpressure_waits=1)
+                    await _pause(ctx, IDLE_POLL_SEC * 5)
+                    continue
+                budget = min(budget, s.staging_max_pages - waiting)
             stats = await crawler.run(max_pages=budget, stop=ctx.stopping, shard=shard)
             if stats.fetched and stats.seconds > 0:
                 ctx.counters["pages_per_sec"] = round(stats.fetched / stats.seconds, 2)

@@ -138,7 +138,11 @@ def finish(conn: Connection, ids: list[int]) -> None:
         conn.execute(staged_pages.delete().where(staged_pages.c.id.in_(ids)))
 
 
-def backlog(db: Database) -> int:
-    """Staged pages waiting (a small table: the engine keeps it near empty)."""
+def backlog(db: Database, cap: int | None = None) -> int:
+    """Staged pages waiting, counted up to `cap` when given (the crawler's backpressure check, which
+    must stay cheap however far the text engine has fallen behind)."""
+    waiting = sa.select(staged_pages.c.id)
+    if cap is not None:
+        waiting = waiting.limit(cap)
     with db.read() as conn:
-        return int(conn.execute(sa.select(sa.func.count()).select_from(staged_pages)).scalar_one())
+        return int(conn.execute(sa.select(sa.func.count()).select_from(waiting.subquery())).scalar_one())
