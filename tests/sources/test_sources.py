@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -245,6 +248,43 @@ def test_links_of_good_documents_lead_to_new_hosts(
     analyzed = analyze_many([good, spam], PipelineConfig.from_settings(settings), None)
     assert discover_from_documents(db, settings, analyzed) == 2
     assert set(queued(db)) == {"https://birds.example/herons", "https://fish.example/"}
+
+
+def test_nodes_discovering_at_once_share_one_limit(db_url: str, make_settings: Any) -> None:
+    """The per-window limit on discovered hosts holds for the whole cluster: four nodes (threads with
+    their own connections) offering 5 new hosts each at the same moment add 6 in total."""
+    from aifactory.db import migrate
+
+    nodes = [Database(db_url) for _ in range(4)]
+    migrate.upgrade(nodes[0])
+    settings = make_settings(
+        database_url=db_url,
+        **{**TEST_CRAWL, **OFF, "enable_auto_discovery": True, "auto_discovery_seeds_per_cycle": 6},
+    )
+    doc = analyze_many(
+        [RawDocument(url="https://a.example/", body="\n\n".join(pages.WIKI_EN), content_type="text/plain")],
+        PipelineConfig.from_settings(settings),
+        None,
+    )[0]
+    batches = [
+        [replace(doc, raw=replace(doc.raw, links=[f"https://n{n}-h{i}.example/" for i in range(5)]))]
+        for n in range(4)
+    ]
+    start = threading.Barrier(len(nodes))
+
+    def discover(node: Database, batch: list) -> int:
+        start.wait()
+        return discover_from_documents(node, settings, batch)
+
+    try:
+        with ThreadPoolExecutor(len(nodes)) as pool:
+            added = list(pool.map(discover, nodes, batches))
+        assert sum(added) == 6
+        assert len(queued(nodes[0])) == 6
+        assert discover_from_documents(nodes[0], settings, batches[0]) == 0  # the window is spent
+    finally:
+        for node in nodes:
+            node.dispose()
 
 
 def test_documentation_sites_are_crawled_within_their_path(

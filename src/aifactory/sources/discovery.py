@@ -18,9 +18,8 @@ import sqlalchemy as sa
 from aifactory.collect.fetch import FetchError
 from aifactory.collect.urls import normalize_url, origin_of
 from aifactory.db import frontier as frontier_db
-from aifactory.db import kv
 from aifactory.db.database import Database
-from aifactory.db.schema import hosts
+from aifactory.db.schema import hosts, system_config
 from aifactory.settings import Settings
 from aifactory.sources.common import SourceRun, is_due, schedule
 from aifactory.text.pipeline import Analyzed
@@ -28,22 +27,35 @@ from aifactory.text.pipeline import Analyzed
 WINDOW_KEY = "discovery.window"
 
 
-def _allowance(db: Database, settings: Settings) -> int:
-    """How many more hosts may be discovered in the current window (shared by all nodes)."""
-    with db.read() as conn:
+def _reserve(db: Database, settings: Settings, wanted: int) -> int:
+    """Take up to `wanted` hosts from the current window's allowance and return how many were granted
+    (a negative `wanted` gives unused ones back). One write transaction with the window's row locked,
+    so nodes discovering at once never overshoot the shared limit together."""
+    with db.begin() as conn:
         now = db.now_value(conn)
-    raw = kv.get_value(db, WINDOW_KEY, "")
-    start, used = (float(raw.split(",")[0]), int(raw.split(",")[1])) if raw else (now, 0)
-    if now - start >= settings.source_poll_interval_sec:
-        start, used = now, 0
-        kv.set_value(db, WINDOW_KEY, f"{start},{used}")
-    return max(0, settings.auto_discovery_seeds_per_cycle - used)
-
-
-def _spend(db: Database, used: int) -> None:
-    raw = kv.get_value(db, WINDOW_KEY, "")
-    start, before = (raw.split(",")[0], int(raw.split(",")[1])) if raw else ("0", 0)
-    kv.set_value(db, WINDOW_KEY, f"{start},{before + used}")
+        db.upsert(
+            conn,
+            system_config,
+            {"key": WINDOW_KEY, "value": f"{now},0", "updated_at": now},
+            ["key"],
+            update=lambda _: {},
+        )
+        raw = conn.execute(
+            sa.select(system_config.c.value).where(system_config.c.key == WINDOW_KEY).with_for_update()
+        ).scalar_one()
+        start, used = float(raw.split(",")[0]), int(raw.split(",")[1])
+        if now - start >= settings.source_poll_interval_sec:
+            start, used = now, 0
+        if wanted >= 0:
+            granted = max(0, min(wanted, settings.auto_discovery_seeds_per_cycle - used))
+        else:
+            granted = max(wanted, -used)  # giving back, never below zero used
+        conn.execute(
+            system_config.update()
+            .where(system_config.c.key == WINDOW_KEY)
+            .values(value=f"{start},{used + granted}", updated_at=now)
+        )
+    return granted
 
 
 def discover_from_documents(db: Database, settings: Settings, docs: list[Analyzed]) -> int:
@@ -73,21 +85,22 @@ def discover_from_documents(db: Database, settings: Settings, docs: list[Analyze
 def _queue_new_hosts(db: Database, settings: Settings, candidates: list[tuple[str, str]]) -> int:
     if not candidates:
         return 0
-    room = _allowance(db, settings)
-    if room <= 0:
-        return 0
     with db.read() as conn:
         known = set(
             conn.execute(
                 sa.select(hosts.c.origin).where(hosts.c.origin.in_([origin for origin, _ in candidates]))
             ).scalars()
         )
-    fresh = [url for origin, url in candidates if origin not in known][:room]
-    if not fresh:
+    fresh = [url for origin, url in candidates if origin not in known][
+        : settings.auto_discovery_seeds_per_cycle
+    ]
+    granted = _reserve(db, settings, len(fresh)) if fresh else 0
+    if granted <= 0:
         return 0
-    items = [frontier_db.NewUrl(url, 0, "discovery", origin_of(url) + "/") for url in fresh]
+    items = [frontier_db.NewUrl(url, 0, "discovery", origin_of(url) + "/") for url in fresh[:granted]]
     _, added_hosts = frontier_db.queue_urls(db, settings, items)
-    _spend(db, added_hosts)
+    if added_hosts < granted:  # another node queued some of them a moment ago: give the room back
+        _reserve(db, settings, added_hosts - granted)
     return added_hosts
 
 
