@@ -1,5 +1,5 @@
 # Two commands on a fresh machine:
-#   make run    create .venv, install, start the factory on SQLite (dashboard at http://127.0.0.1:8000)
+#   make run    create .venv, install, start the factory on SQLite (API at http://127.0.0.1:8000)
 #   make test   install the test tools too and run the whole suite (lint + pytest)
 
 PYTHON ?= python3

@@ -153,7 +153,8 @@ def run_master(settings: Settings) -> None:
                     app, log_level=settings.log_level, access_log=False, timeout_graceful_shutdown=5
                 )
                 print(
-                    f"AI Factory Engine is up: dashboard and API at {url}/ (node {node.node_id})", flush=True
+                    f"AI Factory Engine is up: API at {url}/ (status: {url}/api/status, node {node.node_id})",
+                    flush=True,
                 )
                 # uvicorn handles SIGINT/SIGTERM, then re-raises the signal it caught once it has shut
                 # down; these handlers absorb that so the engines are still stopped cleanly below.

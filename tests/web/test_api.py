@@ -65,6 +65,14 @@ def test_status_shows_node_engines_counters_and_events(db: Database, serve) -> N
     assert body["system"]["cpu_cores"] >= 1
 
 
+def test_the_root_address_says_what_this_is_and_where_to_read(serve) -> None:
+    client, _ = serve()
+    body = client.get("/").json()
+    assert body["name"] == "AI Factory Engine" and body["node_id"] == "api-node"
+    assert {"/api/status", "/api/runtime-config", "/healthz", "/metrics"} <= set(body["endpoints"])
+    assert all(client.get(path).status_code == 200 for path in body["endpoints"])
+
+
 def test_ignite_and_stop_through_the_api(db: Database, serve) -> None:
     client, _ = serve()
     reply = client.post("/api/control", json={"action": "start"})

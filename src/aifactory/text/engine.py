@@ -57,12 +57,16 @@ def run(ctx: EngineContext) -> None:
     loaded_at = time.monotonic()
     with make_pool() as pool:
         ctx.set_phase("idle", "waiting for pages")
+        idle = True
         while not ctx.stopping():
             if time.monotonic() - loaded_at > POLICY_REFRESH_SEC:
                 policies, loaded_at = policy_db.load(ctx.db), time.monotonic()
             started = time.monotonic()
             taken, outcome = process_batch(ctx.db, ctx.settings, ctx.node_id, policies, pool)
             if not taken:
+                if not idle:  # once, not a database write every second
+                    ctx.set_phase("idle", "no pages waiting")
+                    idle = True
                 if ctx.wait(1.0):
                     break
                 continue
@@ -76,5 +80,6 @@ def run(ctx: EngineContext) -> None:
                 discovered_hosts=outcome["discovered_hosts"],
             )
             ctx.counters["pages_per_sec"] = round(taken / seconds, 2)
+            idle = False
             ctx.set_phase("processing", f"{taken} pages in {seconds:.1f}s, {outcome['docs.stored']} stored")
         pool.shutdown(wait=True, cancel_futures=True)

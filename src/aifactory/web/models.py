@@ -142,6 +142,14 @@ class RuntimeConfig(BaseModel):
     auto_profile: AutoProfile
 
 
+class ApiIndex(BaseModel):
+    name: str
+    version: str
+    node_id: str
+    docs: str = Field(description="Interactive API documentation (OpenAPI at /openapi.json)")
+    endpoints: list[str] = Field(description="Every GET endpoint without path parameters")
+
+
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     database: Literal["ok", "unreachable"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 import psutil
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from aifactory import __version__
 from aifactory.autotune import cpu_cores, resolve_profile
@@ -19,6 +19,7 @@ from aifactory.db import nodes as node_db
 from aifactory.web.auth import admin_token_required
 from aifactory.web.context import Ctx
 from aifactory.web.models import (
+    ApiIndex,
     AutoProfile,
     ClusterSummary,
     EngineStatus,
@@ -45,6 +46,22 @@ def engine_status(row: dict) -> EngineStatus:
         last_error=row["last_error"],
         restarts=row["restarts"],
         updated_at=row["updated_at"],
+    )
+
+
+@router.get("/", response_model=ApiIndex)
+def index(request: Request, ctx: Ctx) -> ApiIndex:
+    """What a person opening the server's address finds: this node and where to read from."""
+    paths = request.app.openapi()["paths"]  # the app's own description of itself, cached by FastAPI
+    endpoints = sorted(
+        path for path, ops in paths.items() if "get" in ops and "{" not in path and path != "/"
+    )
+    return ApiIndex(
+        name="AI Factory Engine",
+        version=__version__,
+        node_id=ctx.node.node_id,
+        docs="/docs",
+        endpoints=endpoints,
     )
 
 
