@@ -219,20 +219,24 @@ def _drop_duplicates(conn: Connection, docs: list[Analyzed], outcome: Counter[st
             sa.select(documents.c.content_hash).where(documents.c.content_hash.in_(hashes))
         ).scalars()
     )
+    # LSH candidates among stored documents (at most MAX_CANDIDATES each), confirmed on the signatures
     stored_by_band = _stored_band_owners(conn, docs)
-    signatures = _stored_signatures(conn, {i for ids in stored_by_band.values() for i in ids})
+    candidates = [
+        list(dict.fromkeys(i for band in enumerate(doc.band_keys) for i in stored_by_band.get(band, ())))
+        for doc in docs
+    ]
+    candidates = [ids[:MAX_CANDIDATES] for ids in candidates]
+    signatures = _stored_signatures(conn, {i for ids in candidates for i in ids})
     kept: list[Analyzed] = []
     kept_by_band: dict[tuple[int, int], list[np.ndarray]] = {}
-    for doc in docs:
+    for doc, stored in zip(docs, candidates, strict=True):
         if doc.content_hash in seen_hashes:
             outcome["docs.duplicate.exact"] += 1
             continue
         seen_hashes.add(doc.content_hash)
         bands = list(enumerate(doc.band_keys)) if doc.signature is not None else []
-        # LSH candidates (at most MAX_CANDIDATES stored ones), confirmed on the full signatures
-        stored = list(dict.fromkeys(i for band in bands for i in stored_by_band.get(band, ())))
-        others = [signatures[i] for i in stored[:MAX_CANDIDATES] if i in signatures]
-        others += [sig for band in bands for sig in kept_by_band.get(band, ())]
+        others = [signatures[i] for i in stored if i in signatures]
+        others += [sig for band in bands for sig in kept_by_band.get(band, ())]  # earlier in this batch
         if any(similarity(other, doc.signature) >= NEAR_DUPLICATE_SIMILARITY for other in others):
             outcome["docs.duplicate.near"] += 1
             continue
