@@ -183,12 +183,12 @@ def store(
             kept.append(doc)
     if dedup:
         kept = _drop_duplicates(conn, kept, outcome)
-    blocks = [_block_reason(doc, policies) for doc in kept]
-    inserted = _insert(db, conn, kept, blocks, policies, node_id)
-    for doc, block in zip(kept, blocks, strict=True):
+    inserted = _insert(db, conn, kept, policies, node_id)
+    for doc in kept:
         if doc.url[:2000] not in inserted:  # its URL (or text) was stored by another node a moment ago
             outcome["docs.duplicate.exact"] += 1
             continue
+        block = inserted[doc.url[:2000]]
         outcome[f"docs.stored.{doc.raw.source}"] += 1
         outcome["docs.stored"] += 1
         outcome["docs.chars"] += len(doc.text)
@@ -200,11 +200,10 @@ def store(
     return outcome
 
 
-def _block_reason(doc: Analyzed, policies: list[policy_rules.Policy]) -> str:
+def _block_reason(doc: Analyzed, policy: policy_rules.Policy) -> str:
     """Why the document may not be trained on ("" = it may): its own opt-out, else its policy."""
     if doc.raw.optout_reason or not doc.raw.train_allowed:
         return doc.raw.optout_reason or "optout"
-    policy = policy_rules.resolve(policies, domain_of(doc.raw.final_url or doc.url), doc.raw.source)
     return "" if policy.allow_training else f"policy:{policy.domain_pattern}"
 
 
@@ -279,20 +278,21 @@ def _insert(
     db: Database,
     conn: Connection,
     docs: list[Analyzed],
-    blocks: list[str],
     policies: list[policy_rules.Policy],
     node_id: str,
-) -> set[str]:
-    """Insert the documents and their LSH bands; returns the URLs inserted (one whose URL or text
-    is already there is skipped by the database, so two nodes storing at once cannot both win)."""
+) -> dict[str, str]:
+    """Insert the documents and their LSH bands; returns each inserted URL with its block reason
+    ("" = trainable). A document whose URL or text is already there is skipped by the database, so
+    two nodes storing at once cannot both win."""
     if not docs:
-        return set()
+        return {}
     dialect_insert = postgresql.insert if db.backend == "postgresql" else sqlite.insert
     now = db.now_value(conn)  # one database-clock reading for the batch
-    rows = []
-    for doc, block in zip(docs, blocks, strict=True):
+    rows, blocks = [], {}
+    for doc in docs:
         domain = domain_of(doc.raw.final_url or doc.url)
         policy = policy_rules.resolve(policies, domain, doc.raw.source)
+        block = blocks[doc.url[:2000]] = _block_reason(doc, policy)
         rows.append(
             {
                 "url": doc.url[:2000],
@@ -326,4 +326,4 @@ def _insert(
     ]
     if bands:
         conn.execute(minhash_bands.insert(), bands)
-    return set(url_ids)
+    return {url: blocks[url] for url in url_ids}
