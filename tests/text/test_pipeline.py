@@ -291,7 +291,8 @@ def test_ingest_a_folder_of_mixed_files(db: Database, tmp_path: Path, make_setti
     assert time.monotonic() - started < 60
     assert totals["docs.stored"] == 4 and totals["docs.stored.local"] == 4
     assert totals["docs.filtered.too_short"] == 2  # the two tiny dump articles
-    assert len(skipped) == 1 and "binary" in skipped[0]
+    assert len(skipped) == 2 and "binary" in skipped[0]
+    assert skipped[1] == "1 file of type .png (use .txt, .md, .html, .jsonl or a wiki dump)"
     stored = rows(db)
     assert "https://forum.example/sourdough" in stored
     assert {r["language"] for r in stored.values()} == {"en", "ja"}

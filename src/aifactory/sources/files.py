@@ -4,9 +4,11 @@ them, through the same pipeline as crawled pages (useful offline and for private
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+from aifactory.collect.decode import decode_body
 from aifactory.sources.wikidump import iter_dump
 from aifactory.text.pipeline import RawDocument
 
@@ -30,15 +32,28 @@ def ingestible(path: Path) -> bool:
     return path.suffix.lower() in CONTENT_TYPES or name.endswith(".jsonl") or name.endswith(DUMP_SUFFIXES)
 
 
-def iter_paths(paths: list[Path]) -> Iterator[Path]:
-    """The files to ingest, folders walked in a stable order; hidden files are left alone."""
+def iter_paths(paths: list[Path], passed_over: Counter[str] | None = None) -> Iterator[Path]:
+    """The files to ingest, folders walked in a stable order.
+
+    Inside a folder given, hidden names (a file or folder starting with ".") and files of types that
+    cannot be ingested are passed over and counted in `passed_over` ("hidden", ".pdf", ...). Only the
+    names below the folder given count: `../notes` or a folder inside `~/.cache` is walked as asked."""
     for path in paths:
-        if path.is_dir():
-            for child in sorted(path.rglob("*")):
-                if child.is_file() and ingestible(child) and not any(p.startswith(".") for p in child.parts):
-                    yield child
-        else:
+        if not path.is_dir():
             yield path
+            continue
+        for child in sorted(path.rglob("*")):
+            if not child.is_file():
+                continue
+            if any(part.startswith(".") for part in child.relative_to(path).parts):
+                reason = "hidden"
+            elif not ingestible(child):
+                reason = child.suffix.lower() or "no extension"
+            else:
+                yield child
+                continue
+            if passed_over is not None:
+                passed_over[reason] += 1
 
 
 def read_file(path: Path) -> Iterator[RawDocument]:
@@ -61,9 +76,12 @@ def read_file(path: Path) -> Iterator[RawDocument]:
     raw = path.read_bytes()
     if b"\x00" in raw[:4096]:
         raise SkippedFile(f"{path}: binary file")
+    # Like a fetched page: a byte-order mark or a declared <meta charset> decides, else UTF-8 when the
+    # file is valid UTF-8, else the legacy encodings (a Shift_JIS page saved years ago still reads).
+    body, _encoding = decode_body(raw, None)
     yield RawDocument(
         url=url,
-        body=raw.decode("utf-8", errors="replace"),
+        body=body,
         content_type=content_type,
         source="local",
         title=path.stem if content_type == "text/plain" else "",

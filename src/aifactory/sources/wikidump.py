@@ -68,9 +68,11 @@ def iter_dump(path: Path, language: str = "") -> Iterator[RawDocument]:
     language = language or _guess_language(path)
     host = f"{language}.wikipedia.org" if language else "wikipedia.org"
     with open_dump(path) as stream:
-        context = ET.iterparse(stream, events=("end",))
-        for _event, element in context:
-            if _local(element.tag) != "page":
+        root: ET.Element | None = None
+        for event, element in ET.iterparse(stream, events=("start", "end")):
+            if root is None:
+                root = element  # <mediawiki>: every page is its child until removed
+            if event != "end" or _local(element.tag) != "page":
                 continue
             fields = {_local(child.tag): child for child in element}
             title = (fields["title"].text or "") if "title" in fields else ""
@@ -81,7 +83,9 @@ def iter_dump(path: Path, language: str = "") -> Iterator[RawDocument]:
                 for child in revision:
                     if _local(child.tag) == "text":
                         wikitext = child.text or ""
-            element.clear()  # constant memory: forget the page once read
+            # Constant memory: clearing the page is not enough, the emptied element would stay attached
+            # to the root (20 GB of dump = millions of them); drop everything the root holds so far.
+            root.clear()
             if namespace != "0" or "redirect" in fields or wikitext.lstrip().lower().startswith("#redirect"):
                 continue
             text = wikitext_to_text(wikitext)

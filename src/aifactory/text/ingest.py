@@ -18,8 +18,8 @@ from aifactory.text.pipeline import PipelineConfig, RawDocument, analyze_many, s
 BATCH = 64
 
 
-def _documents(paths: list[Path], skipped: list[str]) -> Iterator[RawDocument]:
-    for path in iter_paths(paths):
+def _documents(paths: list[Path], skipped: list[str], passed_over: Counter[str]) -> Iterator[RawDocument]:
+    for path in iter_paths(paths, passed_over):
         try:
             yield from read_file(path)
         except (SkippedFile, OSError, UnicodeError) as exc:
@@ -34,16 +34,20 @@ def ingest(
     show_progress: bool = True,
     workers: int | None = None,
 ) -> tuple[Counter[str], list[str]]:
-    """Ingest files and folders; returns outcome counts and the files skipped (with why)."""
+    """Ingest files and folders; returns outcome counts and the files skipped (with why).
+
+    Files passed over inside folders are summed up as one line each ("3 hidden files", "2 .pdf files"),
+    so a folder that yields nothing says why."""
     config = PipelineConfig.from_settings(settings)
     policies = policy_db.load(db)
     totals: Counter[str] = Counter()
     skipped: list[str] = []
+    passed_over: Counter[str] = Counter()
     started = time.monotonic()
     seen = 0
     with make_pool(workers) as pool:
         batch: list[RawDocument] = []
-        for raw in _documents(paths, skipped):
+        for raw in _documents(paths, skipped, passed_over):
             batch.append(raw)
             if len(batch) >= BATCH:
                 seen += len(batch)
@@ -65,4 +69,10 @@ def ingest(
     if show_progress:
         print(f"\r{seen} read, {totals['docs.stored']} stored", file=sys.stderr, flush=True)
     totals["docs.read"] = seen
+    for reason, count in sorted(passed_over.items()):
+        files = f"file{'s' if count > 1 else ''}"
+        if reason == "hidden":
+            skipped.append(f"{count} hidden {files} (names starting with a dot)")
+        else:
+            skipped.append(f"{count} {files} of type {reason} (use .txt, .md, .html, .jsonl or a wiki dump)")
     return totals, skipped
