@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from aifactory.db import Database, counters
 from aifactory.db import policies as policy_db
-from aifactory.db.schema import documents, minhash_bands
+from aifactory.db.schema import document_removals, documents, minhash_bands
 from aifactory.sources.wikidump import iter_dump
 from aifactory.text import staging
 from aifactory.text.pipeline import PipelineConfig, RawDocument, analyze_many, store
@@ -296,3 +296,33 @@ def test_ingest_a_folder_of_mixed_files(db: Database, tmp_path: Path, make_setti
     stored = rows(db)
     assert "https://forum.example/sourdough" in stored
     assert {r["language"] for r in stored.values()} == {"en", "ja"}
+
+
+def test_a_refetched_page_whose_text_changed_replaces_its_document(db: Database) -> None:
+    url = "https://riverton.example/park"
+    run(db, html(url, "Council approves park plan", pages.NEWS_EN))
+    (old,) = rows(db).values()
+    assert run(db, html(url, "Council approves park plan", pages.NEWS_EN)) == {"docs.duplicate.exact": 1}
+
+    edited = [
+        *pages.NEWS_EN[:3],
+        "Update: the council has published the design, which adds a skate park.",
+        pages.NEWS_EN[4],
+    ]
+    outcome = run(db, html(url, "Council approves park plan", edited))
+    assert outcome["docs.replaced"] == 1 and "docs.stored" not in outcome  # an edit is not a near copy
+    (new,) = rows(db).values()
+    assert (
+        new["id"] != old["id"] and "skate park" in new["text"] and new["content_hash"] != old["content_hash"]
+    )
+    assert counters.get_all(db)["docs.chars"] == new["char_count"]
+    with db.read() as conn:
+        bands = conn.execute(sa.select(minhash_bands.c.doc_id).distinct()).scalars().all()
+        removed = conn.execute(sa.select(document_removals)).all()
+    assert bands == [new["id"]]  # the old version's LSH bands went with it
+    assert [(r.doc_id, r.url, r.reason) for r in removed] == [(old["id"], url, "replaced")]
+
+    # A new version that copies another page is a duplicate: the page's stored version stays.
+    run(db, html("https://forum.example/t/1", "Sourdough", pages.FORUM_EN))
+    assert run(db, html(url, "Sourdough", pages.FORUM_EN)) == {"docs.duplicate.exact": 1}
+    assert "skate park" in rows(db)[url]["text"]

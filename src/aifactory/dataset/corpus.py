@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from aifactory.db import counters
 from aifactory.db.database import Database
-from aifactory.db.schema import documents
+from aifactory.db.schema import document_removals, documents
 
 PAGE = 2000
 
@@ -143,16 +143,15 @@ def texts(db: Database, ids: list[int]) -> dict[int, str]:
 
 
 def blocked_ids(db: Database) -> np.ndarray:
-    """Sorted ids of the documents that may not be trained on (policy or the page's own opt-out).
+    """Sorted ids of the documents that may not be trained on: blocked by a policy or the page's own
+    opt-out, or removed because a newer version of their page replaced them.
 
-    The condition matches the partial index ix_documents_blocked, so this costs what is blocked."""
-    query = (
-        sa.select(documents.c.id)
-        .where(documents.c.allowed_for_training == sa.false())
-        .order_by(documents.c.id)
-    )
+    The first condition matches the partial index ix_documents_blocked, so this costs what is blocked."""
+    blocked = sa.select(documents.c.id).where(documents.c.allowed_for_training == sa.false())
+    removed = sa.select(document_removals.c.doc_id)
     with db.read() as conn:
-        return np.fromiter(conn.execute(query).scalars(), dtype=np.int64)
+        ids = np.fromiter(conn.execute(blocked.union_all(removed)).scalars(), dtype=np.int64)
+    return np.unique(ids)
 
 
 def pipeline_totals(db: Database) -> dict[str, int]:

@@ -189,6 +189,17 @@ documents = sa.Table(
     sa.Column("minhash", sa.LargeBinary),  # uint32[112] signature, to confirm LSH candidates
 )
 
+# Documents deleted because a newer version of their page replaced them. Their tokens may still sit in
+# the dataset's shards; the dataset stops sampling them (like a document that became disallowed).
+document_removals = sa.Table(
+    "document_removals",
+    metadata,
+    sa.Column("doc_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("url", sa.String(2000), nullable=False),
+    sa.Column("reason", sa.String(32), nullable=False, server_default="replaced"),
+    sa.Column("removed_at", sa.Float, nullable=False),
+)
+
 # The LSH index: one row per (band, key) of each stored document, shared by every node.
 minhash_bands = sa.Table(
     "minhash_bands",

@@ -5,8 +5,14 @@
 
 Each step is a function of `aifactory.text` testable alone; here they are composed and counted.
 Every outcome increments a running counter (`docs.stored.<source>`, `docs.filtered.<reason>`,
-`docs.duplicate.exact|near`, `docs.blocked.<reason>`) in the same transaction as the documents, so
-the dashboard's figures and the table never disagree.
+`docs.duplicate.exact|near`, `docs.blocked.<reason>`, `docs.replaced`) in the same transaction as the
+documents, so the dashboard's figures and the table never disagree.
+
+A page fetched again whose text changed *replaces* its stored document: the old row is deleted (its LSH
+bands with it, and a tombstone in `document_removals` tells the dataset to stop sampling its tokens) and
+the new text is stored under a new id, which the dataset builder tokenizes like any new document. The
+new version is deduplicated against everything but the version it replaces; if it is a copy of another
+document, or fails the quality rules, the stored version stays.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from sqlalchemy.engine import Connection
 
 from aifactory.db import counters
 from aifactory.db.database import Database
-from aifactory.db.schema import documents, minhash_bands
+from aifactory.db.schema import document_removals, documents, minhash_bands
 from aifactory.settings import Settings
 from aifactory.text import policies as policy_rules
 from aifactory.text.extract import ExtractionTimeout, extract_document
@@ -181,17 +187,28 @@ def store(
         else:
             urls.add(doc.url[:2000])
             kept.append(doc)
+    previous = _stored_versions(conn, kept)
+    fresh = [doc for doc in kept if previous.get(doc.url[:2000], (0, b"", 0))[1] != doc.content_hash]
+    if len(fresh) < len(kept):  # fetched again, same text: nothing to do
+        outcome["docs.duplicate.exact"] += len(kept) - len(fresh)
+    kept = fresh
     if dedup:
-        kept = _drop_duplicates(conn, kept, outcome)
+        kept = _drop_duplicates(conn, kept, outcome, previous)
+    replaced = _retire_replaced(db, conn, kept, previous)
     inserted = _insert(db, conn, kept, policies, node_id)
+    _delete_retired(conn, replaced)
     for doc in kept:
         if doc.url[:2000] not in inserted:  # its URL (or text) was stored by another node a moment ago
             outcome["docs.duplicate.exact"] += 1
             continue
         block = inserted[doc.url[:2000]]
-        outcome[f"docs.stored.{doc.raw.source}"] += 1
-        outcome["docs.stored"] += 1
-        outcome["docs.chars"] += len(doc.text)
+        if doc.url[:2000] in replaced:
+            outcome["docs.replaced"] += 1
+            outcome["docs.chars"] += len(doc.text) - replaced[doc.url[:2000]][1]
+        else:
+            outcome[f"docs.stored.{doc.raw.source}"] += 1
+            outcome["docs.stored"] += 1
+            outcome["docs.chars"] += len(doc.text)
         if block:
             outcome[f"docs.blocked.{block.split(':', 1)[0]}"] += 1
         if doc.pii_masked:
@@ -207,9 +224,62 @@ def _block_reason(doc: Analyzed, policy: policy_rules.Policy) -> str:
     return "" if policy.allow_training else f"policy:{policy.domain_pattern}"
 
 
-def _drop_duplicates(conn: Connection, docs: list[Analyzed], outcome: Counter[str]) -> list[Analyzed]:
+def _stored_versions(conn: Connection, docs: list[Analyzed]) -> dict[str, tuple[int, bytes, int]]:
+    """url -> (id, content hash, characters) of the stored documents these URLs already have."""
+    urls = sorted({doc.url[:2000] for doc in docs})
+    found: dict[str, tuple[int, bytes, int]] = {}
+    for start in range(0, len(urls), LOOKUP_CHUNK):
+        rows = conn.execute(
+            sa.select(
+                documents.c.url, documents.c.id, documents.c.content_hash, documents.c.char_count
+            ).where(documents.c.url.in_(urls[start : start + LOOKUP_CHUNK]))
+        )
+        found.update((url, (int(doc_id), bytes(digest), int(chars))) for url, doc_id, digest, chars in rows)
+    return found
+
+
+def _retire_replaced(
+    db: Database, conn: Connection, docs: list[Analyzed], previous: dict[str, tuple[int, bytes, int]]
+) -> dict[str, tuple[int, int]]:
+    """Move the stored versions of pages whose new text is about to be stored out of their URL's way,
+    leaving a tombstone for each; returns url -> (id, characters) of the versions retired.
+
+    They are deleted only after the new versions are inserted (`_delete_retired`): SQLite hands out
+    max(id) + 1, so deleting the newest document first would give its id to the next one, and the
+    dataset (which has tokenized every id up to its watermark, and now blocks the tombstoned one)
+    would never see the new text."""
+    old = {doc.url[:2000]: previous[doc.url[:2000]] for doc in docs if doc.url[:2000] in previous}
+    if not old:
+        return {}
+    now = db.now_value(conn)
+    conn.execute(
+        document_removals.insert(),
+        [
+            {"doc_id": doc_id, "url": url, "reason": "replaced", "removed_at": now}
+            for url, (doc_id, _, _) in old.items()
+        ],
+    )
+    for doc_id, _, _ in old.values():
+        conn.execute(documents.update().where(documents.c.id == doc_id).values(url=f"replaced:{doc_id}"))
+    return {url: (doc_id, chars) for url, (doc_id, _, chars) in old.items()}
+
+
+def _delete_retired(conn: Connection, retired: dict[str, tuple[int, int]]) -> None:
+    ids = [doc_id for doc_id, _ in retired.values()]
+    if ids:
+        conn.execute(minhash_bands.delete().where(minhash_bands.c.doc_id.in_(ids)))
+        conn.execute(documents.delete().where(documents.c.id.in_(ids)))
+
+
+def _drop_duplicates(
+    conn: Connection,
+    docs: list[Analyzed],
+    outcome: Counter[str],
+    previous: dict[str, tuple[int, bytes, int]],
+) -> list[Analyzed]:
     """The documents that are neither an exact nor a near copy of a stored one, nor of an earlier
-    one in the same batch; the others are counted."""
+    one in the same batch; the others are counted. The stored version a document replaces (same URL,
+    in `previous`) is not a copy of it: a page edited a little is a new version, not a duplicate."""
     if not docs:
         return []
     hashes = sorted({doc.content_hash for doc in docs})
@@ -220,8 +290,16 @@ def _drop_duplicates(conn: Connection, docs: list[Analyzed], outcome: Counter[st
     )
     # LSH candidates among stored documents (at most MAX_CANDIDATES each), confirmed on the signatures
     stored_by_band = _stored_band_owners(conn, docs)
+    own = {doc.url[:2000]: previous[doc.url[:2000]][0] for doc in docs if doc.url[:2000] in previous}
     candidates = [
-        list(dict.fromkeys(i for band in enumerate(doc.band_keys) for i in stored_by_band.get(band, ())))
+        list(
+            dict.fromkeys(
+                i
+                for band in enumerate(doc.band_keys)
+                for i in stored_by_band.get(band, ())
+                if i != own.get(doc.url[:2000])
+            )
+        )
         for doc in docs
     ]
     candidates = [ids[:MAX_CANDIDATES] for ids in candidates]
