@@ -342,9 +342,34 @@ class Settings(BaseSettings):
     )
     tokenizer_sample_chars: int = setting(
         20_000_000,
-        "Characters sampled (every language in proportion) to train the tokenizer; bounds its memory.",
+        "Characters sampled (an equal share per language) to train the tokenizer; bounds its memory.",
         TOKENIZER,
         ge=100_000,
+    )
+    tokenizer_stall_sec: float = setting(
+        1800.0,
+        "When nothing is left to crawl and no text arrived for this long, train the tokenizer on what "
+        "there is (0 = keep waiting for TOKENIZER_MIN_CORPUS_CHARS).",
+        TOKENIZER,
+        ge=0,
+    )
+    tokenizer_floor_chars: int = setting(
+        200_000,
+        "The least allowed text the tokenizer is ever trained on (when the crawl runs out early).",
+        TOKENIZER,
+        ge=10_000,
+    )
+    tokenizer_new_language_share: float = setting(
+        0.05,
+        "A TRAIN_LANG_ONLY language the tokenizer lacks gets a new generation proposed at this corpus share.",
+        TOKENIZER,
+        gt=0,
+        le=1,
+    )
+    tokenizer_auto_new_generation: bool = setting(
+        False,
+        "Train that proposed generation automatically (a new model starts; old checkpoints are kept).",
+        TOKENIZER,
     )
     dataset_val_fraction: float = setting(
         0.02,
@@ -354,7 +379,16 @@ class Settings(BaseSettings):
         le=0.5,
     )
     dataset_val_max_tokens: int = setting(
-        1_000_000, "Validation stops taking documents at this many tokens.", TOKENIZER, ge=1000
+        1_000_000,
+        "A language's validation set stops taking documents at this many tokens.",
+        TOKENIZER,
+        ge=1000,
+    )
+    dataset_val_min_tokens_per_language: int = setting(
+        50_000,
+        "Until a language has this many validation tokens, 20% of its documents go to validation.",
+        TOKENIZER,
+        ge=0,
     )
     dataset_build_min_new_docs: int = setting(
         500, "The dataset engine builds once this many new documents have arrived.", TOKENIZER, ge=1

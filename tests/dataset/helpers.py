@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import lzma
 import random
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -81,6 +84,26 @@ def add_documents(
                 .returning(documents.c.id)
             )
             ids.append(int(row.scalar_one()))
+    return ids
+
+
+CORPUS = Path(__file__).parent / "corpus"
+
+
+@functools.cache
+def real_texts(language: str) -> tuple[str, ...]:
+    """Pages of LibreOffice's help in English ("en") or Japanese ("ja"): real text (see corpus/README.md)."""
+    data = lzma.decompress((CORPUS / f"libreoffice-help-{language}.txt.xz").read_bytes()).decode()
+    return tuple(data.split("\n\f\n"))
+
+
+def add_texts(
+    db: Database, texts: list[str], language: str, *, first: int = 0, allowed: bool = True
+) -> list[int]:
+    """Insert each text as a document numbered first, first + 1, ..., in `language`."""
+    ids = []
+    for number, text in enumerate(texts, start=first):
+        ids += add_documents(db, [number], language=language, text=text, allowed=allowed)
     return ids
 
 

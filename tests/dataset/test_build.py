@@ -18,7 +18,14 @@ from aifactory.db import counters
 from aifactory.db.database import Database
 from aifactory.db.schema import documents
 from aifactory.settings import Settings
-from tests.dataset.helpers import add_documents, all_tokens, copy_tokenizer, small_settings, snapshot
+from tests.dataset.helpers import (
+    add_documents,
+    all_tokens,
+    copy_tokenizer,
+    small_settings,
+    snapshot,
+    trained_tokenizer,
+)
 
 
 def rebuilt_from_scratch(make_settings: Any, db: Database, settings: Settings, tmp_path: Path) -> Settings:
@@ -45,8 +52,10 @@ def test_an_incremental_build_equals_a_build_from_scratch(
     with corpus_db.read() as conn:
         texts = dict(conn.execute(sa.select(documents.c.id, documents.c.text)).all())
     for doc_id, (tokens, _) in snapshot(settings).items():
+        # `<s> text </s>`: BOS starts every document, as Hugging Face and llama.cpp add it at inference.
+        assert tokens[0] == tokenizer.bos_id and tokenizer.bos_id not in tokens[1:]
         assert tokens[-1] == tokenizer.eos_id and tokenizer.eos_id not in tokens[:-1]
-        assert tokenizer.decode(tokens[:-1]) == texts[doc_id]
+        assert tokenizer.decode(tokens[1:-1]) == texts[doc_id]
 
 
 def test_building_twice_without_new_documents_does_nothing(
@@ -76,15 +85,37 @@ def test_the_split_of_existing_documents_never_changes(
     assert rules.split_draw("https://a.example/x#part-3") == rules.split_draw("https://a.example/x")
 
 
-def test_validation_stops_taking_documents_at_its_cap(
+def test_each_languages_validation_stops_taking_documents_at_its_cap(
     make_settings: Any, corpus_db: Database, tokenizer: Tokenizer
 ) -> None:
     settings = small_settings(make_settings, corpus_db, dataset_val_max_tokens=1000)
     build(settings, corpus_db)
     manifest = load_manifest(generation_dir(settings.data_dir, 1))
     largest = max(len(tokens) for tokens, _ in snapshot(settings).values())
-    assert 1000 <= manifest.val_tokens < 1000 + largest
+    assert set(manifest.val_tokens_by_language) == {"en", "ja"}
+    assert all(1000 <= tokens < 1000 + largest for tokens in manifest.val_tokens_by_language.values())
+    assert sum(manifest.val_tokens_by_language.values()) == manifest.val_tokens
     assert manifest.train_tokens + manifest.val_tokens == manifest.total_tokens
+
+
+def test_a_small_language_gets_its_minimum_of_validation_tokens(make_settings: Any, db: Database) -> None:
+    """2% of the documents go to validation, but a language with few documents would get almost none:
+    until it has DATASET_VAL_MIN_TOKENS_PER_LANGUAGE, a fifth of its documents do (by the URL draw)."""
+    add_documents(db, range(0, 600, 2), language="en")
+    add_documents(db, range(1, 81, 2), language="ja")
+    settings = small_settings(
+        make_settings, db, dataset_val_fraction=0.02, dataset_val_min_tokens_per_language=1500
+    )
+    trained_tokenizer(settings, db)
+    build(settings, db)
+    manifest = load_manifest(generation_dir(settings.data_dir, 1))
+    by_language = manifest.val_tokens_by_language
+    largest = max(len(tokens) for tokens, _ in snapshot(settings).values())
+    assert 1500 <= by_language["ja"] < 1500 + 2 * largest  # 40 documents: ~8 of them, not ~1
+    assert by_language["en"] >= 1500
+    splits = snapshot(settings)
+    ja_val = sum(1 for doc_id, (_, split) in splits.items() if split == VAL and doc_id > 300)
+    assert ja_val >= 3
 
 
 def test_worker_processes_build_the_same_tokens(
@@ -138,7 +169,7 @@ class FailingOn:
 
 
 def test_a_real_encoding_failure_spoils_no_other_text(tokenizer: Tokenizer, corpus_db: Database) -> None:
-    encoder = Encoder(corpus_db, str(tokenizer.model_path), tokenizer.eos_id, "uint16")
+    encoder = Encoder(corpus_db, str(tokenizer.model_path), tokenizer.bos_id, tokenizer.eos_id, "uint16")
     results = encoder.encode_texts(["fine text", "lone surrogate \udc80 here", "also fine"])
     assert isinstance(results[1], str) and "Error" in results[1]
     assert [tokenizer.decode(results[0]), tokenizer.decode(results[2])] == ["fine text", "also fine"]

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -27,6 +28,7 @@ from tests.dataset.helpers import (
     snapshot,
     trained_tokenizer,
 )
+from tests.text import pages
 
 
 def source(settings: Settings, db: Database) -> ShardSource:
@@ -170,6 +172,41 @@ def test_disallowed_documents_vanish_from_sampling_at_the_next_refresh(
     assert data.refresh() is False  # nothing changed since
 
 
+def test_a_replaced_page_is_sampled_in_its_new_version_only(make_settings: Any, db: Database) -> None:
+    """A refetched page whose text changed replaces its document: the dataset follows."""
+    from aifactory.text.pipeline import PipelineConfig, RawDocument, analyze_many, store
+
+    add_documents(db, range(120))
+    settings = small_settings(make_settings, db)
+    tokenizer = trained_tokenizer(settings, db)
+    set_allowed(db, document_ids(db), False)  # only the page below is sampled
+    old_text, new_text = "\n\n".join(pages.NEWS_EN), "\n\n".join(pages.WIKI_EN)
+    url = next(
+        f"https://changing.example/p{n}"
+        for n in range(100)
+        if rules.split_draw(f"https://changing.example/p{n}") >= 0.2
+    )
+
+    def publish(text: str) -> None:
+        raw = RawDocument(url=url, body=text, content_type="text/plain")
+        outcome = store(db, analyze_many([raw], PipelineConfig(), None), policy_db.load(db))
+        assert outcome["docs.stored"] + outcome["docs.replaced"] == 1, outcome
+
+    old_only = set(tokenizer.encode(old_text)) - set(tokenizer.encode(new_text))
+    publish(old_text)
+    build(settings, db)
+    data = source(settings, db)
+    generator = torch.Generator().manual_seed(0)
+    drawn = {token for _ in range(20) for token in data.train_batch(8, 64, generator).flatten().tolist()}
+    assert drawn & old_only
+    publish(new_text)
+    build(settings, db)
+    assert data.refresh() is True
+    drawn = {token for _ in range(40) for token in data.train_batch(8, 64, generator).flatten().tolist()}
+    assert not drawn & old_only  # the old version is never drawn again
+    assert drawn <= set(tokenizer.encode(new_text)) | {tokenizer.bos_id, tokenizer.eos_id}
+
+
 def test_only_train_lang_only_languages_are_sampled(
     make_settings: Any, settings: Settings, corpus_db: Database, tokenizer: Tokenizer
 ) -> None:
@@ -234,3 +271,42 @@ def test_open_source_says_what_is_missing(make_settings: Any, corpus_db: Databas
     data = open_source(settings)  # the trainer's call: it opens its own database connection
     assert data.train_tokens > 0 and math.isfinite(float(data.token_bytes.float().mean()))
     data.close()
+
+
+class PositionStream(ShardSource):
+    """The sampler over documents whose tokens are their positions in the stream, for a simulation."""
+
+    def __init__(self, lengths: list[int], weights: list[float]) -> None:  # no shards, no database
+        self.set_train_stream(np.arange(len(lengths)), np.array(lengths), np.array(weights, dtype=np.float64))
+
+    def document_tokens(self, position: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+        length = int(self._train_lengths[position])
+        stop = length if stop is None else min(stop, length)
+        return int(self._train_starts[position]) + np.arange(start, stop)
+
+
+def test_the_start_and_the_body_of_long_documents_are_sampled_alike() -> None:
+    """2,000 short documents and 20 long ones: every part of a long document is as likely to be in a
+    window as any other (a sampler that reads continuation documents from their start draws the first
+    tokens of long documents many times as often as their bodies)."""
+    lengths = [60] * 2000 + [6000] * 20
+    order = np.random.default_rng(0).permutation(len(lengths))
+    stream = PositionStream([lengths[i] for i in order], [1.0] * len(lengths))
+    coverage = np.zeros(stream.train_tokens, dtype=np.int64)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        windows = stream.train_batch(64, 255, generator)
+        np.add.at(coverage, windows.flatten().numpy(), 1)
+    long_docs = [k for k, i in enumerate(order) if lengths[i] == 6000]
+    starts = [int(stream._train_starts[k]) for k in long_docs]
+    head = np.mean([coverage[s : s + 256].mean() for s in starts])
+    body = np.mean([coverage[s + 2000 : s + 4000].mean() for s in starts])
+    assert 1 / 1.5 < head / body < 1.5, (head, body)
+    assert coverage.min() >= 0 and coverage[: stream.train_tokens].mean() > 0
+
+
+def test_windows_follow_the_weights_over_the_whole_stream() -> None:
+    stream = PositionStream([1000, 1000], [3.0, 1.0])
+    windows = stream.train_batch(4000, 15, torch.Generator().manual_seed(1))
+    first = (windows[:, 0] < 1000).float().mean().item()
+    assert 0.7 < first < 0.8  # 3:1

@@ -16,8 +16,10 @@ from aifactory.db import nodes as node_db
 from aifactory.db.database import Database
 from aifactory.engine import EngineContext, EngineSpec, run_engine
 from aifactory.settings import Settings
+from aifactory.train import metrics
 from aifactory.train.checkpoint import CheckpointStore
-from aifactory.train.engine import checkpoint_dir, run_trainer
+from aifactory.train.cycle import Evaluation
+from aifactory.train.engine import checkpoint_dir, metric_row, run_trainer
 from aifactory.train.runtime import setup_runtime
 from aifactory.train.trainer import Trainer
 from tests.dataset.helpers import SMALL
@@ -46,6 +48,31 @@ def test_training_steps_lower_the_loss_and_bits_per_byte_count_text_bytes(
     assert 0 < val_bpb < first_bpb and math.isfinite(val_bpb)
     meta = trainer.checkpoint_payload()[1]
     assert meta["tokenizer_hash"] == tokenizer.hash and meta["dataset_version"] == source.version
+
+
+def test_validation_is_reported_per_language_as_well_as_overall(
+    make_settings: Any, settings: Settings, corpus_db: Database, tokenizer: Tokenizer
+) -> None:
+    build(settings, corpus_db)
+    tiny = tiny_on_shards(make_settings, corpus_db, train_lr=1e-2)
+    source = open_source(tiny, corpus_db)
+    assert source.evaluated_languages(tiny.train_seq_len) == ["en", "ja"]
+    trainer = Trainer.create(tiny, source, setup_runtime(tiny, "cpu"), None)
+    for _ in range(10):
+        trainer.train_step()
+    val_loss, val_bpb = trainer.evaluate()
+    by_language = trainer.state.val_languages
+    assert set(by_language) == {"en", "ja"}
+    # The windows are shared equally, so the overall loss is the mean of the two languages' losses.
+    assert abs(val_loss - (by_language["en"]["loss"] + by_language["ja"]["loss"]) / 2) < 1e-6
+    assert all(math.isfinite(v["bpb"]) and v["bpb"] > 0 for v in by_language.values())
+    assert by_language["en"]["bpb"] != by_language["ja"]["bpb"]
+    writer = metrics.MetricsWriter(corpus_db, "n", 0)
+    writer.write(
+        metric_row(trainer, trainer.train_step(), Evaluation(val_loss, val_bpb, "first")), force=True
+    )
+    series = metrics.language_series(corpus_db, "hour")
+    assert set(series) == {"en", "ja"} and series["ja"][0]["val_loss"] == by_language["ja"]["loss"]
 
 
 def test_the_trainer_engine_trains_on_what_the_dataset_engine_built(

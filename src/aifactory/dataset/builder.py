@@ -192,7 +192,8 @@ class Encoding:
     def __init__(self, db: Database, tokenizer: tokenizers.Tokenizer, workers: int) -> None:
         self.workers = workers
         self.pool: ProcessPoolExecutor | None = None
-        args = (str(tokenizer.model_path), tokenizer.eos_id, tokenizer.dtype.name)
+        bos = tokenizer.bos_id if tokenizer.info.add_bos else None
+        args = (str(tokenizer.model_path), bos, tokenizer.eos_id, tokenizer.dtype.name)
         if workers > 1:
             self.pool = ProcessPoolExecutor(
                 max_workers=workers,
@@ -234,6 +235,7 @@ def new_manifest(settings: Settings, tokenizer: tokenizers.Tokenizer) -> Manifes
         languages=settings.languages(),
         val_fraction=settings.dataset_val_fraction,
         val_max_tokens=settings.dataset_val_max_tokens,
+        val_min_tokens=settings.dataset_val_min_tokens_per_language,
     )
 
 
@@ -246,6 +248,14 @@ def open_manifest(settings: Settings, tokenizer: tokenizers.Tokenizer) -> Manife
             f"the dataset of generation {tokenizer.generation} was built with tokenizer "
             f"{manifest.tokenizer_hash[:12]}, but {tokenizer.directory} is {tokenizer.hash[:12]}"
         )
+    if manifest.val_tokens and not manifest.val_tokens_by_language:
+        # Built before validation was counted per language: count it from the index once.
+        directory = generation_dir(settings.data_dir, tokenizer.generation)
+        index = read_index(directory, manifest)
+        for code, name in enumerate(manifest.language_codes):
+            mine = index[(index["language"] == code) & (index["split"] == VAL)]
+            if mine.size:
+                manifest.val_tokens_by_language[name] = int(mine["length"].astype(np.int64).sum())
     return manifest
 
 
@@ -271,12 +281,15 @@ def append_chunk(
     if not keep:
         return 0, 0
     records = np.zeros(len(keep), INDEX_DTYPE)
+    by_language = manifest.val_tokens_by_language
     for i, (doc, length) in enumerate(keep):
+        have = by_language.get(doc.language, 0)
         val = rules.is_validation(
-            doc.url, manifest.val_fraction, manifest.val_tokens, manifest.val_max_tokens
+            doc.url, manifest.val_fraction, have, manifest.val_max_tokens, manifest.val_min_tokens
         )
         if val:
             manifest.val_tokens += length
+            by_language[doc.language] = have + length
         else:
             manifest.train_tokens += length
         records[i]["doc_id"] = doc.id

@@ -65,6 +65,7 @@ def dataset_info(settings: Settings, db: Database) -> dict:
                     "documents": manifest.documents,
                     "train_tokens": manifest.train_tokens,
                     "val_tokens": manifest.val_tokens,
+                    "val_tokens_by_language": manifest.val_tokens_by_language,
                     "shards": len(manifest.shards),
                     "watermark": manifest.watermark,
                     "skipped": manifest.skipped,
@@ -100,10 +101,12 @@ def dataset_info_command(settings: Settings, db: Database, as_json: bool) -> int
         if dataset is None:
             print("    no dataset built yet")
             continue
+        per_language = ", ".join(f"{k} {v:,}" for k, v in dataset["val_tokens_by_language"].items())
         print(
             f"    dataset {dataset['tag']}: {dataset['documents']:,} documents, "
-            f"{dataset['train_tokens']:,} training and {dataset['val_tokens']:,} validation tokens in "
-            f"{dataset['shards']} shard(s); {dataset['skipped']} skipped; {dataset['path']}"
+            f"{dataset['train_tokens']:,} training and {dataset['val_tokens']:,} validation tokens "
+            f"({per_language or 'none'}) in {dataset['shards']} shard(s); {dataset['skipped']} skipped; "
+            f"{dataset['path']}"
         )
     for row in info["versions"]:
         print(

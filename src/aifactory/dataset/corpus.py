@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from aifactory.db import counters
 from aifactory.db.database import Database
-from aifactory.db.schema import document_removals, documents
+from aifactory.db.schema import document_removals, documents, frontier, staged_pages
 
 PAGE = 2000
 
@@ -47,37 +47,97 @@ def allowed_chars(db: Database, languages: list[str]) -> dict[str, int]:
         return {language: int(chars) for language, chars in conn.execute(query)}
 
 
-def tokenizer_sample(
-    db: Database, languages: list[str], budget_chars: int, *, max_doc_chars: int = 20_000, seed: int = 0
-) -> Iterator[str]:
-    """A random sample of the allowed corpus of about `budget_chars` characters, every language in
-    proportion to its share (each document is kept with the same probability), in one pass over the
-    table. A very long document contributes its first `max_doc_chars` only, so none dominates."""
-    capped = sa.case((documents.c.char_count > max_doc_chars, max_doc_chars), else_=documents.c.char_count)
-    allowed = sa.and_(documents.c.allowed_for_training.is_(True), _language_filter(languages))
-    with db.read() as conn:
-        total = int(conn.execute(sa.select(sa.func.coalesce(sa.func.sum(capped), 0)).where(allowed)).scalar())
+# The tokenizer's sample gives every language of the corpus an equal share of its characters, so a
+# language that is 10% of the corpus still gets about half of a bilingual vocabulary (in proportion it
+# would get a tenth, and Japanese would cost ~1.5x the tokens per character). A language with less text
+# than its share is repeated, at most this many times: beyond that its few pages would be memorised
+# as pieces rather than its words learned; what it cannot fill goes to the other languages.
+SAMPLE_MAX_REPEATS = 4
+# Languages under this share of the corpus (misdetected pages, quotations) are sampled in proportion.
+SAMPLE_BALANCE_MIN_SHARE = 0.01
+
+
+def sample_plan(chars: dict[str, int], budget: int) -> dict[str, float]:
+    """How often each language's text goes into the sample (1.0 = all of it once, 0.5 = half of it,
+    2.5 = all of it twice and half of it a third time), for at most `budget` characters in all."""
+    total = sum(chars.values())
     if total == 0:
+        return {}
+    minor = {code for code, n in chars.items() if n < SAMPLE_BALANCE_MIN_SHARE * total}
+    base = min(1.0, budget / total)
+    plan = {code: base for code in minor}
+    left = budget - base * sum(chars[code] for code in minor)
+    balanced = {code: n for code, n in chars.items() if code not in minor}
+    # Each language may fill up to what the largest one has (no point in repeating every language
+    # when the budget allows), and a small one up to SAMPLE_MAX_REPEATS times its text.
+    largest = max(balanced.values())
+    room = {code: min(largest, n * SAMPLE_MAX_REPEATS) for code, n in balanced.items()}
+    # Water-filling: an equal share each; a language that cannot fill its share keeps what it can,
+    # and the rest is shared again among the others.
+    while room:
+        share = left / len(room)
+        full = {code: r for code, r in room.items() if r <= share}
+        if not full:
+            plan.update({code: share / balanced[code] for code in room})
+            break
+        for code, r in full.items():
+            plan[code] = r / balanced[code]
+            left -= r
+            del room[code]
+    return plan
+
+
+def tokenizer_sample(
+    db: Database,
+    languages: list[str],
+    budget_chars: int,
+    *,
+    max_doc_chars: int = 20_000,
+    seed: int = 0,
+    plan: dict[str, float] | None = None,
+) -> Iterator[tuple[str, str]]:
+    """A random sample of the allowed corpus of about `budget_chars` characters, as (language, text),
+    balanced across languages by `sample_plan`, in one pass over the table. A very long document
+    contributes its first `max_doc_chars` only, so none dominates."""
+    if plan is None:
+        plan = sample_plan(sample_chars(db, languages, max_doc_chars=max_doc_chars), budget_chars)
+    if not plan:
         return
-    keep = min(1.0, budget_chars / total)
+    allowed = sa.and_(documents.c.allowed_for_training.is_(True), _language_filter(languages))
     rng = np.random.default_rng(seed)
     after = -1
     while True:
         with db.read() as conn:
-            ids = list(
-                conn.execute(
-                    sa.select(documents.c.id)
-                    .where(allowed, documents.c.id > after)
-                    .order_by(documents.c.id)
-                    .limit(PAGE)
-                ).scalars()
-            )
-        if not ids:
+            rows = conn.execute(
+                sa.select(documents.c.id, documents.c.language)
+                .where(allowed, documents.c.id > after)
+                .order_by(documents.c.id)
+                .limit(PAGE)
+            ).all()
+        if not rows:
             return
-        after = ids[-1]
-        chosen = [doc_id for doc_id, draw in zip(ids, rng.random(len(ids)), strict=True) if draw < keep]
-        for text in texts(db, chosen).values():
-            yield text[:max_doc_chars]
+        after = rows[-1][0]
+        rate = np.array([plan.get(language, 0.0) for _, language in rows])
+        copies = np.floor(rate) + (rng.random(len(rows)) < rate - np.floor(rate))
+        chosen = {
+            int(doc_id): (language, int(n)) for (doc_id, language), n in zip(rows, copies, strict=True) if n
+        }
+        for doc_id, text in texts(db, list(chosen)).items():
+            language, n = chosen[doc_id]
+            for _ in range(n):
+                yield language, text[:max_doc_chars]
+
+
+def sample_chars(db: Database, languages: list[str], *, max_doc_chars: int = 20_000) -> dict[str, int]:
+    """Characters per language the tokenizer sample draws from (documents capped at max_doc_chars)."""
+    capped = sa.case((documents.c.char_count > max_doc_chars, max_doc_chars), else_=documents.c.char_count)
+    query = (
+        sa.select(documents.c.language, sa.func.coalesce(sa.func.sum(capped), 0))
+        .where(documents.c.allowed_for_training.is_(True), _language_filter(languages))
+        .group_by(documents.c.language)
+    )
+    with db.read() as conn:
+        return {language: int(chars) for language, chars in conn.execute(query) if chars}
 
 
 def count_after(db: Database, floor: int) -> tuple[int, int]:
@@ -161,3 +221,32 @@ def pipeline_totals(db: Database) -> dict[str, int]:
         kind: sum(value for name, value in totals.items() if name.startswith(f"docs.{prefix}."))
         for kind, prefix in (("blocked", "blocked"), ("filtered", "filtered"), ("duplicates", "duplicate"))
     }
+
+
+@dataclass(frozen=True)
+class CrawlBacklog:
+    """What is still to come: URLs queued in the frontier, pages waiting for the text pipeline (both
+    counted up to a cap, so this stays cheap with millions of them), and how long ago the newest
+    document arrived (None: no document yet)."""
+
+    queued_urls: int
+    staged_pages: int
+    newest_document_age: float | None
+
+    @property
+    def exhausted(self) -> bool:
+        return self.queued_urls == 0 and self.staged_pages == 0
+
+
+def crawl_backlog(db: Database, cap: int = 100_000) -> CrawlBacklog:
+    def bounded(query: sa.Select) -> sa.Select:
+        return sa.select(sa.func.count()).select_from(query.limit(cap).subquery())
+
+    newest = sa.select(db.now() - documents.c.created_at).order_by(documents.c.id.desc()).limit(1)
+    with db.read() as conn:
+        queued = conn.execute(
+            bounded(sa.select(frontier.c.url_hash).where(frontier.c.state == "queued"))
+        ).scalar()
+        staged = conn.execute(bounded(sa.select(staged_pages.c.id))).scalar()
+        age = conn.execute(newest).scalar()
+    return CrawlBacklog(int(queued or 0), int(staged or 0), None if age is None else float(age))

@@ -19,7 +19,7 @@ from aifactory.db.database import Database
 @dataclass
 class EncodedChunk:
     ids: np.ndarray  # int64 document ids, as asked
-    lengths: np.ndarray  # int64 tokens per document, the EOS included; 0 = not encoded
+    lengths: np.ndarray  # int64 tokens per document, BOS and EOS included; 0 = not encoded
     tokens: bytes  # the encoded documents' tokens, concatenated, in the shards' dtype
     failures: dict[int, str] = field(default_factory=dict)  # document id -> why it was skipped
 
@@ -27,9 +27,10 @@ class EncodedChunk:
 class Encoder:
     """A SentencePiece processor and a database connection: everything a chunk needs."""
 
-    def __init__(self, db: Database, model_path: str, eos_id: int, dtype: str) -> None:
+    def __init__(self, db: Database, model_path: str, bos_id: int | None, eos_id: int, dtype: str) -> None:
         self.db = db
         self.sp = spm.SentencePieceProcessor(model_file=model_path)
+        self.bos = [] if bos_id is None else [bos_id]  # `<s> text </s>`; generation 1 had no BOS
         self.eos_id = eos_id
         self.dtype = np.dtype(dtype).newbyteorder("<")
 
@@ -43,16 +44,17 @@ class Encoder:
                 failures[doc_id] = result
             else:
                 by_id[doc_id] = result
-        lengths = np.array([len(by_id[i]) + 1 if i in by_id else 0 for i in ids], dtype=np.int64)
+        extra = len(self.bos) + 1
+        lengths = np.array([len(by_id[i]) + extra if i in by_id else 0 for i in ids], dtype=np.int64)
         flat = np.empty(int(lengths.sum()), dtype=self.dtype)
         position = 0
         for doc_id in ids:
             pieces = by_id.get(doc_id)
             if pieces is None:
                 continue
-            flat[position : position + len(pieces)] = pieces
-            flat[position + len(pieces)] = self.eos_id
-            position += len(pieces) + 1
+            document = [*self.bos, *pieces, self.eos_id]
+            flat[position : position + len(document)] = document
+            position += len(document)
         return EncodedChunk(np.asarray(ids, dtype=np.int64), lengths, flat.tobytes(), failures)
 
     def encode_texts(self, texts: list[str]) -> list[list[int] | str]:
@@ -72,10 +74,10 @@ class Encoder:
 _worker: Encoder | None = None
 
 
-def init_worker(db_url: str, model_path: str, eos_id: int, dtype: str) -> None:
+def init_worker(db_url: str, model_path: str, bos_id: int | None, eos_id: int, dtype: str) -> None:
     """ProcessPoolExecutor initializer: one database connection and one tokenizer per process."""
     global _worker
-    _worker = Encoder(Database(db_url, pool_size=1), model_path, eos_id, dtype)
+    _worker = Encoder(Database(db_url, pool_size=1), model_path, bos_id, eos_id, dtype)
 
 
 def encode_in_worker(ids: list[int]) -> EncodedChunk:

@@ -24,6 +24,8 @@ def record_tokenizer(db: Database, tokenizer: Tokenizer, node_id: str = "") -> N
         "sample_documents": info.sample_documents,
         "sample_chars": info.sample_chars,
         "train_seconds": info.train_seconds,
+        "language_chars": info.language_chars,
+        "note": info.note,
         "path": str(tokenizer.directory),
         "node_id": node_id,
         "created_at": info.created_at,

@@ -31,9 +31,23 @@ def split_draw(url: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
-def is_validation(url: str, fraction: float, val_tokens: int, max_val_tokens: int) -> bool:
-    """Validation when the URL's draw is below `fraction` and the validation set is not full yet."""
-    return split_draw(url) < fraction and val_tokens < max_val_tokens
+# While a language has fewer validation tokens than DATASET_VAL_MIN_TOKENS_PER_LANGUAGE, this share of
+# its documents (by the same URL draw) goes to validation instead of DATASET_VAL_FRACTION, so a language
+# that is a small part of a small corpus still gets a validation set worth reading.
+VAL_CATCH_UP_FRACTION = 0.2
+
+
+def is_validation(
+    url: str, fraction: float, val_tokens: int, max_val_tokens: int, min_val_tokens: int = 0
+) -> bool:
+    """Validation when the URL's draw is below `fraction` (VAL_CATCH_UP_FRACTION while the document's
+    language has fewer than `min_val_tokens`) and the language's validation set is not full yet.
+    `val_tokens` is what the document's language has so far. Decided once per document, in id order,
+    so two builds of the same documents give the same split."""
+    if val_tokens >= max_val_tokens:
+        return False
+    threshold = max(fraction, VAL_CATCH_UP_FRACTION) if val_tokens < min_val_tokens else fraction
+    return split_draw(url) < threshold
 
 
 def quality_weight(settings: Settings, quality: np.ndarray) -> np.ndarray:

@@ -63,6 +63,8 @@ class Manifest:
     language_codes: list[str] = field(default_factory=list)
     train_tokens: int = 0
     val_tokens: int = 0
+    val_tokens_by_language: dict[str, int] = field(default_factory=dict)
+    val_min_tokens: int = 0  # per language (DATASET_VAL_MIN_TOKENS_PER_LANGUAGE when the generation began)
     skipped: int = 0  # documents the tokenizer failed on
     other_language: int = 0  # documents outside `languages`, not tokenized
     updated_at: float = 0.0

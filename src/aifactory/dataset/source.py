@@ -1,21 +1,27 @@
 """The shard-backed BatchSource: weighted random training windows and fixed validation windows.
 
-Training windows. A window's first token is drawn with probability proportional to its document's
-sampling weight (a document is picked with probability weight x length, then a uniform position in
-it); the window then runs to the end of that document and goes on with further documents drawn the
-same way, from their start, until it is full. Every token of every window therefore comes from an
-eligible training document, drawn by weight: a window never runs into a validation document or into
-one that was disallowed since it was built. All randomness comes from the trainer's generator.
+Training windows. The eligible training documents, in index order, form one token stream; each
+document's tokens weigh its sampling weight. A window starts at a position drawn with probability
+proportional to that weight (a document picked with probability weight x length, a uniform offset in
+it) and is the next seq_len + 1 tokens of the stream, running on into the following documents. So the
+start and the body of a long document are covered alike (the original sampler read every further
+document from its token 0, and drew the first tokens of long documents ~14x as often as their bodies),
+and every token of every window comes from an eligible training document: a window never runs into a
+validation document or one that was disallowed since it was built. All randomness comes from the
+trainer's generator.
 
 Eligible = in the index, allowed (`documents.allowed_for_training` now, read from the database at each
-refresh), in today's TRAIN_LANG_ONLY, and of positive weight. Weights are recomputed with today's
-policies and SOURCE_WEIGHT_*/QUALITY_WEIGHT_* settings, so none of these changes rewrites a shard.
+refresh, and not replaced by a newer version of its page), in today's TRAIN_LANG_ONLY, and of positive
+weight. Weights are recomputed with today's policies and SOURCE_WEIGHT_*/QUALITY_WEIGHT_* settings, so
+none of these changes rewrites a shard.
 
-Validation windows. Validation documents are fixed by their URL (rules.py), but the set grows with the
-corpus until DATASET_VAL_MAX_TOKENS. To keep the windows (and so best_val_loss) comparable while it
-grows, the windows are laid over the oldest eligible validation documents up to the largest power of
-two of tokens available: the windows change only when the validation set has doubled (a handful of
-times in the life of a generation) or when one of its documents is disallowed.
+Validation windows, per language. Validation documents are fixed by their URL (rules.py), but the set
+grows with the corpus until DATASET_VAL_MAX_TOKENS per language. To keep the windows (and so
+best_val_loss) comparable while it grows, each language's windows are laid over its oldest eligible
+validation documents up to the largest power of two of its tokens: they change only when a language's
+validation set has doubled (a handful of times in the life of a generation) or one of its documents is
+disallowed. The windows of an evaluation are shared equally among the languages, so the overall loss
+weighs each language alike and each language's own loss and bits per byte can be read off.
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ from aifactory.settings import Settings
 from aifactory.train.batches import SourceUnavailable
 
 ALLOWED_CHECK_SEC = 30.0  # how often refresh() asks the database which documents became disallowed
-DRAWS = 64  # uniform numbers drawn from the generator at a time while filling windows
+VAL_LANGUAGE_MIN_SHARE = 0.02  # a language gets validation windows from this share of validation tokens
 
 
 class ShardSource:
@@ -79,6 +85,7 @@ class ShardSource:
         self.version = self.val_version = ""
         self.train_tokens = 0
         self.val_tokens = 0
+        self.val_languages: list[str] = []
         self.train_documents = 0
         if not self._load(force=True):
             raise SourceUnavailable(f"no dataset has been built for tokenizer generation {generation} yet")
@@ -130,20 +137,21 @@ class ShardSource:
             eligible &= np.isin(index["language"], allowed_codes)
         train = np.flatnonzero(eligible & (index["split"] == TRAIN))
         lengths = index["length"].astype(np.int64)
-        self._train_docs = train
-        self._train_cum = np.cumsum(weights[train] * lengths[train])
-        self.train_tokens = int(lengths[train].sum())
-        self.train_documents = int(train.size)
-        val = np.flatnonzero(eligible & (index["split"] == VAL))
-        val_cum = np.cumsum(lengths[val])
-        self.val_tokens = int(val_cum[-1]) if val.size else 0
-        # Expose the oldest documents up to the largest power of two of tokens (at least one document).
-        limit = 1 << max(0, self.val_tokens.bit_length() - 1) if self.val_tokens else 0
-        self._val_docs = (
-            val[: max(1, int(np.searchsorted(val_cum, limit, side="right")))] if val.size else val
-        )
+        self.set_train_stream(train, lengths[train], weights[train])
+        self._val_docs: dict[str, np.ndarray] = {}
         val_key = hashlib.sha256(self.tokenizer_hash.encode())
-        val_key.update(index["doc_id"][self._val_docs].tobytes())
+        val = np.flatnonzero(eligible & (index["split"] == VAL))
+        self.val_tokens = int(lengths[val].sum())
+        for code in np.unique(index["language"][val]):
+            mine = val[index["language"][val] == code]
+            cum = np.cumsum(lengths[mine])
+            # The oldest documents up to the largest power of two of tokens (at least one document).
+            limit = 1 << max(0, int(cum[-1]).bit_length() - 1)
+            chosen = mine[: max(1, int(np.searchsorted(cum, limit, side="right")))]
+            name = manifest.language_codes[int(code)]
+            self._val_docs[name] = chosen
+            val_key.update(name.encode() + index["doc_id"][chosen].tobytes())
+        self.val_languages = sorted(self._val_docs)
         old_version = self.version
         self.val_version = val_key.hexdigest()[:16]
         digest = hashlib.sha256(f"{self.val_version}/{manifest.tag}/{manifest.documents}".encode())
@@ -151,6 +159,16 @@ class ShardSource:
         digest.update(weights[train].astype(np.float32).tobytes())
         self.version = f"{manifest.tag}-{digest.hexdigest()[:8]}"
         return self.version != old_version
+
+    def set_train_stream(self, positions: np.ndarray, lengths: np.ndarray, weights: np.ndarray) -> None:
+        """The training stream: these index positions in this order, with their lengths and weights."""
+        self._train_docs = positions
+        self._train_lengths = lengths
+        self._train_starts = np.concatenate([[0], np.cumsum(lengths)])  # each document's stream offset
+        self._train_cum = np.cumsum(weights * lengths)
+        self._train_weights = weights
+        self.train_tokens = int(lengths.sum())
+        self.train_documents = int(positions.size)
 
     def refresh(self) -> bool:
         """Pick up new shards, newly disallowed documents and policy changes; True if `version` changed."""
@@ -166,59 +184,90 @@ class ShardSource:
         end = int(record["length"]) if stop is None else min(stop, int(record["length"]))
         return np.asarray(self._shards[shard][offset + start : offset + end])
 
-    def _pick(self, draw: float) -> int:
-        """The index position of the training document a uniform draw in [0, 1) lands on."""
-        at = int(np.searchsorted(self._train_cum, draw * self._train_cum[-1], side="right"))
-        return int(self._train_docs[min(at, self._train_docs.size - 1)])
+    def _stream(self, start: int, span: int) -> np.ndarray:
+        """`span` tokens of the training stream from position `start` on (wrapping at its end)."""
+        out = np.empty(span, dtype=np.int64)
+        at = int(np.searchsorted(self._train_starts, start, side="right")) - 1
+        offset, filled = start - int(self._train_starts[at]), 0
+        while filled < span:
+            piece = self.document_tokens(int(self._train_docs[at]), offset, offset + span - filled)
+            out[filled : filled + piece.size] = piece
+            filled += piece.size
+            at, offset = (at + 1) % self._train_docs.size, 0
+        return out
 
     def train_batch(self, batch_size: int, seq_len: int, generator: torch.Generator) -> torch.Tensor:
         span = seq_len + 1
         if self.train_documents == 0 or self._train_cum[-1] <= 0:
             raise SourceUnavailable(f"{self.describe()}: no training document may be sampled")
-        out = np.empty((batch_size, span), dtype=np.int64)
-        draws: list[float] = []
+        # One draw per window: where it lands in the weighted stream gives the document and the offset.
+        draws = torch.rand(batch_size, generator=generator, dtype=torch.float64).numpy() * self._train_cum[-1]
+        docs = np.minimum(np.searchsorted(self._train_cum, draws, side="right"), self._train_docs.size - 1)
+        before = np.where(docs > 0, self._train_cum[docs - 1], 0.0)
+        offsets = np.floor((draws - before) / self._train_weights[docs]).astype(np.int64)
+        offsets = np.clip(offsets, 0, self._train_lengths[docs] - 1)
+        starts = self._train_starts[docs] + offsets
+        return torch.from_numpy(np.stack([self._stream(int(start), span) for start in starts]))
 
-        def draw() -> float:
-            if not draws:
-                draws.extend(torch.rand(DRAWS, generator=generator, dtype=torch.float64).tolist()[::-1])
-            return draws.pop()
+    def evaluated_languages(self, seq_len: int) -> list[str]:
+        """The languages validation windows are laid over: at least one window of tokens, and at least
+        VAL_LANGUAGE_MIN_SHARE of the validation tokens in use (a few misdetected pages of a third
+        language must not weigh as much as a whole language)."""
+        total = self.exposed_val_tokens()
+        return [
+            name
+            for name in self.val_languages
+            if self.exposed_val_tokens(name) >= max(seq_len + 1, VAL_LANGUAGE_MIN_SHARE * total)
+        ]
 
-        for row in range(batch_size):
-            first = self._pick(draw())
-            offset = int(draw() * int(self._index[first]["length"]))
-            piece = self.document_tokens(first, offset, offset + span)
-            out[row, : piece.size] = piece
-            filled = piece.size
-            while filled < span:
-                piece = self.document_tokens(self._pick(draw()), 0, span - filled)
-                out[row, filled : filled + piece.size] = piece
-                filled += piece.size
-        return torch.from_numpy(out)
+    def val_row_languages(self, batch_size: int, seq_len: int, count: int) -> list[str]:
+        """The language of each validation window: rows of `val_batches` flattened, in order."""
+        languages = self.evaluated_languages(seq_len)
+        return [languages[row % len(languages)] for row in range(batch_size * count)] if languages else []
 
     def val_batches(self, batch_size: int, seq_len: int, count: int) -> list[torch.Tensor]:
         span, total = seq_len + 1, batch_size * count
         if self._val is None or self._val[0] != self.val_version:
-            parts = [self.document_tokens(int(p)) for p in self._val_docs]
-            stream = np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
-            self._val = (self.val_version, torch.from_numpy(stream))
-        stream = self._val[1]
-        room = stream.numel() - span
-        if room < 0:
-            raise SourceUnavailable(f"{self.describe()}: {stream.numel()} validation tokens, {span} needed")
-        # Evenly spaced windows over the exposed validation documents: the same for the same val_version.
-        starts = torch.linspace(0, room, total).long() if total > 1 else torch.zeros(1, dtype=torch.long)
-        windows = stream[starts[:, None] + torch.arange(span)]
+            streams = {}
+            for language, docs in self._val_docs.items():
+                parts = [self.document_tokens(int(p)) for p in docs]
+                streams[language] = torch.from_numpy(np.concatenate(parts).astype(np.int64))
+            self._val = (self.val_version, streams)
+        streams = self._val[1]
+        rows = self.val_row_languages(batch_size, seq_len, count)
+        if not rows:
+            have = ", ".join(f"{name} {stream.numel():,}" for name, stream in streams.items()) or "none"
+            raise SourceUnavailable(
+                f"{self.describe()}: validation tokens per language {have}; {span} needed"
+            )
+        # Rows go to the languages in turn; each language's windows are evenly spaced over its
+        # documents: the same for the same val_version.
+        windows = torch.empty(total, span, dtype=torch.int64)
+        for language in dict.fromkeys(rows):
+            stream = streams[language]
+            mine = [row for row, name in enumerate(rows) if name == language]
+            room = stream.numel() - span
+            starts = (
+                torch.linspace(0, room, len(mine)).long()
+                if len(mine) > 1
+                else torch.zeros(1, dtype=torch.long)
+            )
+            windows[mine] = stream[starts[:, None] + torch.arange(span)]
         return list(windows.view(count, batch_size, span).unbind(0))
 
-    def exposed_val_tokens(self) -> int:
-        return int(self._index["length"][self._val_docs].astype(np.int64).sum()) if self._val_docs.size else 0
+    def exposed_val_tokens(self, language: str | None = None) -> int:
+        """Validation tokens the windows are laid over (of one language, or all)."""
+        lengths = self._index["length"].astype(np.int64)
+        chosen = [docs for name, docs in self._val_docs.items() if language in (None, name)]
+        return int(sum(lengths[docs].sum() for docs in chosen))
 
     def describe(self) -> str:
         tag = self.manifest.tag if self.manifest else f"g{self.generation}"
+        per_language = ", ".join(f"{name} {self.exposed_val_tokens(name):,}" for name in self.val_languages)
         return (
             f"dataset {tag} ({self.tokenizer.describe()}): {self.train_tokens:,} training tokens in "
             f"{self.train_documents:,} documents, {self.exposed_val_tokens():,} of {self.val_tokens:,} "
-            "validation tokens in use"
+            f"validation tokens in use ({per_language or 'none'})"
         )
 
     def close(self) -> None:
@@ -264,8 +313,9 @@ def open_source(settings: Settings, db: Database | None = None) -> ShardSource:
     problem = ""
     if source.train_tokens < span:
         problem = f"{source.train_tokens:,} training tokens may be sampled"
-    elif source.exposed_val_tokens() < span:
-        problem = f"{source.exposed_val_tokens():,} validation tokens are available"
+    elif not source.evaluated_languages(span - 1):
+        have = ", ".join(f"{name} {source.exposed_val_tokens(name):,}" for name in source.val_languages)
+        problem = f"these validation tokens are available: {have or 'none'}"
     if problem:
         source.close()
         raise SourceUnavailable(

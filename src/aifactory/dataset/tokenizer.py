@@ -16,6 +16,10 @@ Why these options:
   text, so no document can forge a chat turn; the chat format inserts them by id.
 - A newline is a user-defined piece: training sees one line per sentence, and without it every
   newline would cost a byte-fallback token.
+- Generation 2 on: documents are encoded `<s> text </s>` (`add_bos`), as Hugging Face and llama.cpp add
+  BOS at inference; the training sample is balanced across languages (`corpus.tokenizer_sample`), and
+  `languages` names only the languages really in the sample, with their characters in
+  `language_chars`. Generation files written before that load with `add_bos` false and no counts.
 
 A generation lives in DATA_DIR/tokenizer/g<NNNN>/: tokenizer.model (loadable by the stock
 `sentencepiece` library) and tokenizer.json (its hash and how it was trained). The directory is written
@@ -31,7 +35,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +47,12 @@ UNK, BOS, EOS, PAD = "<unk>", "<s>", "</s>", "<pad>"
 CHAT_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
 MAX_SENTENCE_CHARS = 4000  # training lines are cut to this (SentencePiece skips longer ones silently)
 WHITESPACE_MARKER = "\u2581"
+# A language is "in" the tokenizer when it is at least this share of its training sample: a handful of
+# misdetected pages does not make a tokenizer Korean.
+LANGUAGE_MIN_SHARE = 0.01
+# Share of the sample's characters that get a piece of their own; the first that fits the vocabulary
+# is used (0.9995 leaves the rarest 0.05%, mostly the CJK tail, to byte fallback).
+CHARACTER_COVERAGES = (0.9995, 0.999, 0.995, 0.99, 0.98, 0.95, 0.9)
 
 
 class TokenizerError(DatasetError):
@@ -55,11 +65,21 @@ class TokenizerInfo:
     tokenizer_hash: str  # sha-256 of tokenizer.model
     model_type: str
     vocab_size: int
-    languages: list[str]
+    languages: list[str]  # the languages of the sample (at least LANGUAGE_MIN_SHARE of it), largest first
     sample_documents: int
     sample_chars: int
     train_seconds: float
     created_at: float
+    language_chars: dict[str, int] = field(default_factory=dict)  # characters per language in the sample
+    corpus_chars: dict[str, int] = field(default_factory=dict)  # ...and in the corpus it was drawn from
+    add_bos: bool = False  # documents are `<s> text </s>` (generation files from before have `text </s>`)
+    note: str = ""  # why it was trained when it was, if not by the rule (e.g. the crawl ran out)
+    character_coverage: float = 0.9995
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TokenizerInfo:
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
 
 
 def tokenizer_root(data_dir: Path) -> Path:
@@ -77,7 +97,7 @@ class Tokenizer:
         self.directory = Path(directory)
         self.model_path = self.directory / "tokenizer.model"
         try:
-            self.info = TokenizerInfo(**json.loads((self.directory / "tokenizer.json").read_text()))
+            self.info = TokenizerInfo.from_dict(json.loads((self.directory / "tokenizer.json").read_text()))
             model = self.model_path.read_bytes()
         except (OSError, ValueError, TypeError) as exc:
             raise TokenizerError(f"cannot read the tokenizer in {self.directory}: {exc}") from None
@@ -106,6 +126,11 @@ class Tokenizer:
     def encode(self, text: str) -> list[int]:
         return self.sp.encode(text)
 
+    def encode_document(self, text: str) -> list[int]:
+        """A document as the dataset stores it: `<s> text </s>` (generation 1: `text </s>`)."""
+        ids = self.sp.encode(text)
+        return ([self.bos_id] if self.info.add_bos else []) + ids + [self.eos_id]
+
     def decode(self, ids: Iterable[int]) -> str:
         return self.sp.decode([int(i) for i in ids])
 
@@ -128,9 +153,15 @@ class Tokenizer:
 
     def describe(self) -> str:
         info = self.info
+        if info.language_chars:
+            languages = ", ".join(
+                f"{code} {info.language_chars.get(code, 0):,} chars" for code in info.languages
+            )
+        else:
+            languages = ",".join(info.languages) or "all languages"
         return (
             f"tokenizer g{info.generation} ({info.model_type}, {self.vocab_size:,} pieces, "
-            f"{','.join(info.languages) or 'all languages'}, hash {info.tokenizer_hash[:12]})"
+            f"{languages}, hash {info.tokenizer_hash[:12]})"
         )
 
 
@@ -156,6 +187,15 @@ def current(data_dir: Path) -> Tokenizer | None:
     return load(data_dir, known[-1]) if known else None
 
 
+def sample_languages(language_chars: dict[str, int]) -> list[str]:
+    """The languages that make up a sample: at least LANGUAGE_MIN_SHARE of it, largest first."""
+    total = sum(language_chars.values())
+    present = [
+        code for code, chars in language_chars.items() if total and chars >= LANGUAGE_MIN_SHARE * total
+    ]
+    return sorted(present, key=lambda code: -language_chars[code])
+
+
 def training_lines(texts: Iterable[str]) -> Iterator[str]:
     """One SentencePiece 'sentence' per line, long lines cut so that none is silently dropped."""
     for text in texts:
@@ -169,75 +209,90 @@ def training_lines(texts: Iterable[str]) -> Iterator[str]:
 def train(
     data_dir: Path,
     generation: int,
-    texts: Iterable[str],
+    texts: Iterable[tuple[str, str]],
     *,
     vocab_size: int,
     model_type: str,
     threads: int,
-    languages: list[str],
+    corpus_chars: dict[str, int] | None = None,
+    note: str = "",
 ) -> Tokenizer:
-    """Train generation `generation` on `texts` (already a bounded sample) and store it."""
+    """Train generation `generation` on `texts`, (language, text) pairs already drawn as a bounded
+    sample, and store it with the characters each language contributed."""
     target = generation_dir(data_dir, generation)
     if target.exists():
         raise TokenizerError(f"tokenizer generation {generation} already exists in {target}")
     documents = chars = 0
+    language_chars: dict[str, int] = {}
 
     def counted() -> Iterator[str]:
         nonlocal documents, chars
-        for text in texts:
+        for language, text in texts:
             documents += 1
             chars += len(text)
+            language_chars[language] = language_chars.get(language, 0) + len(text)
             yield text
 
-    model = io.BytesIO()
     started = time.monotonic()
-    try:
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=training_lines(counted()),
-            model_writer=model,
-            model_type=model_type,
-            vocab_size=vocab_size,
-            hard_vocab_limit=False,  # a small corpus gives a smaller vocabulary instead of an error
-            byte_fallback=True,
-            character_coverage=0.9995,  # the rarest 0.05% of characters (CJK tail) go to bytes
-            normalization_rule_name="identity",
-            remove_extra_whitespaces=False,
-            add_dummy_prefix=False,
-            split_digits=True,
-            allow_whitespace_only_pieces=True,
-            max_sentence_length=MAX_SENTENCE_CHARS * 4,  # bytes: a cut line always fits
-            unk_id=0,
-            bos_id=1,
-            eos_id=2,
-            pad_id=3,
-            unk_piece=UNK,
-            bos_piece=BOS,
-            eos_piece=EOS,
-            pad_piece=PAD,
-            control_symbols=list(CHAT_TOKENS),
-            user_defined_symbols=["\n"],
-            num_threads=max(1, threads),
-            minloglevel=2,
-        )
-    except RuntimeError as exc:
-        if documents == 0:
-            raise TokenizerError("no documents to train the tokenizer on") from None
-        raise TokenizerError(
-            f"SentencePiece could not train on {documents:,} documents ({chars:,} characters): {exc}"
-        ) from None
+    lines = list(training_lines(counted()))  # the sample is bounded (TOKENIZER_SAMPLE_CHARS)
     if documents == 0:
         raise TokenizerError("no documents to train the tokenizer on")
+    model = io.BytesIO()
+    for coverage in CHARACTER_COVERAGES:
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=iter(lines),
+                model_writer=model,
+                model_type=model_type,
+                vocab_size=vocab_size,
+                hard_vocab_limit=False,  # a small corpus gives a smaller vocabulary instead of an error
+                byte_fallback=True,
+                character_coverage=coverage,  # the rarest characters (CJK tail) go to bytes
+                normalization_rule_name="identity",
+                remove_extra_whitespaces=False,
+                add_dummy_prefix=False,
+                split_digits=True,
+                allow_whitespace_only_pieces=True,
+                max_sentence_length=MAX_SENTENCE_CHARS * 4,  # bytes: a cut line always fits
+                unk_id=0,
+                bos_id=1,
+                eos_id=2,
+                pad_id=3,
+                unk_piece=UNK,
+                bos_piece=BOS,
+                eos_piece=EOS,
+                pad_piece=PAD,
+                control_symbols=list(CHAT_TOKENS),
+                user_defined_symbols=["\n"],
+                num_threads=max(1, threads),
+                minloglevel=2,
+            )
+            break
+        except RuntimeError as exc:
+            # A small vocabulary cannot hold every character Japanese text uses at full coverage:
+            # leave more of the rare ones to byte fallback rather than fail.
+            if "required_chars" in str(exc) and coverage != CHARACTER_COVERAGES[-1]:
+                model = io.BytesIO()
+                continue
+            raise TokenizerError(
+                f"SentencePiece could not train on {documents:,} documents ({chars:,} characters): {exc}"
+            ) from None
     data = model.getvalue()
     info = TokenizerInfo(
         generation=generation,
         tokenizer_hash=hashlib.sha256(data).hexdigest(),
         model_type=model_type,
         vocab_size=int(spm.SentencePieceProcessor(model_proto=data).get_piece_size()),
-        languages=list(languages),
+        languages=sample_languages(language_chars),
         sample_documents=documents,
         sample_chars=chars,
         train_seconds=round(time.monotonic() - started, 3),
         created_at=time.time(),
+        language_chars=dict(sorted(language_chars.items(), key=lambda item: -item[1])),
+        corpus_chars=dict(corpus_chars or {}),
+        add_bos=True,
+        note=note,
+        character_coverage=coverage,
     )
     staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)

@@ -269,6 +269,20 @@ training_metrics = sa.Table(
     sa.Column("mfu", sa.Float),
 )
 
+# One row per evaluation and language: validation loss and bits per byte of each language's own windows
+# (the overall figures stay in training_metrics). Thinned like training_metrics.
+validation_metrics = sa.Table(
+    "validation_metrics",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("node_id", sa.String(128), nullable=False, server_default=""),
+    sa.Column("step", sa.BigInteger, nullable=False),
+    sa.Column("language", sa.String(16), nullable=False),
+    sa.Column("val_loss", sa.Float),
+    sa.Column("val_bpb", sa.Float),
+)
+
 # --- dataset and tokenizer (issue #5) ------------------------------------------------------------------
 # The token shards themselves live on disk (DATA_DIR/dataset/g<N>/, with their manifest as the commit
 # point); these tables are the record of what was built, for the dashboard, the API and provenance.
@@ -284,6 +298,8 @@ tokenizer_generations = sa.Table(
     sa.Column("sample_documents", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("sample_chars", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("train_seconds", sa.Float, nullable=False, server_default="0"),
+    sa.Column("language_chars", sa.JSON),  # {language: characters in the training sample}
+    sa.Column("note", sa.Text, nullable=False, server_default=""),  # e.g. trained early: the crawl ran out
     sa.Column("path", sa.Text, nullable=False, server_default=""),
     sa.Column("node_id", sa.String(128), nullable=False, server_default=""),
     sa.Column("created_at", sa.Float, nullable=False),

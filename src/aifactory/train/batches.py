@@ -47,6 +47,11 @@ class BatchSource(Protocol):
         `val_version`, drawn from text the trainer never trains on."""
         ...
 
+    def val_row_languages(self, batch_size: int, seq_len: int, count: int) -> list[str]:
+        """The language of each row of `val_batches(batch_size, seq_len, count)`, flattened in order,
+        so validation can be reported per language; [] when the data has no languages."""
+        ...
+
     def refresh(self) -> bool:
         """Pick up data built since the last call (new shards); True if `version` changed."""
         ...
@@ -144,6 +149,9 @@ class TokenArraySource:
         starts = torch.linspace(0, room, total).long() if total > 1 else torch.zeros(1, dtype=torch.long)
         windows = self._val[starts[:, None] + torch.arange(span)]
         return list(windows.view(count, batch_size, span).unbind(0))
+
+    def val_row_languages(self, batch_size: int, seq_len: int, count: int) -> list[str]:
+        return []  # bytes or tokens of no particular language
 
     def describe(self) -> str:
         return f"{self.name}: {self.train_tokens:,} training and {self._val.numel():,} validation tokens"

@@ -45,6 +45,7 @@ def metric_row(trainer: Trainer, stats: StepStats, evaluation: Evaluation | None
         val_loss=evaluation.val_loss if evaluation else None,
         val_bpb=evaluation.val_bpb if evaluation else None,
         best_val_loss=state.best_val_loss,
+        val_languages=dict(state.val_languages) if evaluation else {},
     )
 
 
@@ -55,6 +56,12 @@ def status_line(trainer: Trainer, stats: StepStats | None = None) -> str:
         parts.append(f"loss {state.train_loss:.4f}")
     if state.val_loss is not None:
         parts.append(f"val {state.val_loss:.4f} ({state.val_bpb:.3f} bpb)")
+        if len(state.val_languages) > 1:
+            parts.append(
+                ", ".join(
+                    f"{name} {v['loss']:.4f} ({v['bpb']:.3f} bpb)" for name, v in state.val_languages.items()
+                )
+            )
     if state.best_val_loss is not None:
         parts.append(f"best {state.best_val_loss:.4f}")
     if stats is not None:

@@ -1,4 +1,5 @@
-"""The training_metrics table: one row per logged step, thinned with age so it stays small forever.
+"""The training_metrics table: one row per logged step, thinned with age so it stays small forever;
+beside it validation_metrics, one row per evaluation and language.
 
 The trainer writes a row at most every TRAIN_LOG_EVERY_SEC seconds, and always after an evaluation.
 `prune` keeps full detail for the last hour, then one row per minute up to a day, one per hour up to
@@ -13,13 +14,13 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 
 from aifactory.db.database import Database
-from aifactory.db.schema import training_metrics
+from aifactory.db.schema import training_metrics, validation_metrics
 
 HOUR, DAY = 3600, 86400
 # (rows younger than this many seconds, are thinned to one per this many seconds); 0 = every row
@@ -50,6 +51,7 @@ class MetricRow:
     val_loss: float | None = None
     val_bpb: float | None = None
     best_val_loss: float | None = None
+    val_languages: dict[str, dict[str, float]] = field(default_factory=dict)  # language -> loss, bpb
 
 
 def _finite(value: float | None) -> float | None:
@@ -70,16 +72,37 @@ class MetricsWriter:
             return False
         self._last = now
         values = {
-            key: _finite(value) if isinstance(value, float) else value for key, value in vars(row).items()
+            key: _finite(value) if isinstance(value, float) else value
+            for key, value in vars(row).items()
+            if key != "val_languages"
         }
         with self.db.begin() as conn:
-            conn.execute(training_metrics.insert().values(ts=self.db.now(), node_id=self.node_id, **values))
+            ts = self.db.now_value(conn)
+            conn.execute(training_metrics.insert().values(ts=ts, node_id=self.node_id, **values))
+            if row.val_loss is not None and row.val_languages:
+                conn.execute(
+                    validation_metrics.insert(),
+                    [
+                        {
+                            "ts": ts,
+                            "node_id": self.node_id,
+                            "step": row.step,
+                            "language": language,
+                            "val_loss": _finite(figures.get("loss")),
+                            "val_bpb": _finite(figures.get("bpb")),
+                        }
+                        for language, figures in sorted(row.val_languages.items())
+                    ],
+                )
         return True
 
 
 def prune(db: Database) -> int:
-    """Thin old rows (see RETENTION) and cap the table at MAX_ROWS; returns rows deleted."""
-    t = training_metrics
+    """Thin old rows of both tables (see RETENTION) and cap each at MAX_ROWS; returns rows deleted."""
+    return _prune(db, training_metrics, ()) + _prune(db, validation_metrics, ("language",))
+
+
+def _prune(db: Database, t: sa.Table, keys: tuple[str, ...]) -> int:
     deleted = 0
     with db.begin() as conn:
         now = db.now_value(conn)
@@ -92,7 +115,9 @@ def prune(db: Database) -> int:
                 last_of_bucket = (
                     sa.select(sa.func.max(t.c.id))
                     .where(in_tier)
-                    .group_by(t.c.node_id, sa.cast(t.c.ts, sa.BigInteger) // bucket)
+                    .group_by(
+                        t.c.node_id, *(t.c[key] for key in keys), sa.cast(t.c.ts, sa.BigInteger) // bucket
+                    )
                 )
                 result = conn.execute(t.delete().where(in_tier, t.c.id.not_in(last_of_bucket)))
                 deleted += result.rowcount or 0
@@ -147,3 +172,35 @@ def series(db: Database, range_name: str) -> tuple[int, list[dict[str, Any]]]:
             row[key] = None if row[key] is None else float(row[key])
         row["step"], row["tokens_seen"] = int(row["step"]), int(row["tokens_seen"])
     return bucket, rows[::-1]
+
+
+def language_series(db: Database, range_name: str) -> dict[str, list[dict[str, Any]]]:
+    """Per language, the validation points of a chart range (bucketed as `series`), oldest first."""
+    window, bucket = RANGES[range_name]
+    t = validation_metrics
+    bucket_of = sa.cast(t.c.ts, sa.BigInteger) // bucket
+    query = (
+        sa.select(
+            t.c.language,
+            sa.func.max(t.c.ts).label("ts"),
+            sa.func.max(t.c.step).label("step"),
+            sa.func.avg(t.c.val_loss).label("val_loss"),
+            sa.func.avg(t.c.val_bpb).label("val_bpb"),
+        )
+        .group_by(t.c.language, bucket_of)
+        .order_by(bucket_of.desc())
+        .limit(MAX_POINTS * 8)
+    )
+    if window is not None:
+        query = query.where(t.c.ts >= db.now() - window)
+    out: dict[str, list[dict[str, Any]]] = {}
+    with db.read() as conn:
+        for row in conn.execute(query):
+            point = {
+                "ts": float(row.ts),
+                "step": int(row.step),
+                "val_loss": None if row.val_loss is None else float(row.val_loss),
+                "val_bpb": None if row.val_bpb is None else float(row.val_bpb),
+            }
+            out.setdefault(row.language, []).append(point)
+    return {language: points[:MAX_POINTS][::-1] for language, points in sorted(out.items())}

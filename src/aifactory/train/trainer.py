@@ -15,7 +15,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
@@ -56,6 +56,7 @@ class TrainState:
     paused: bool = False  # early stopping: waiting for the dataset to grow
     paused_at_tokens: int = 0  # the dataset's training tokens when it paused
     lr_scale: float = 1.0  # lowered after a NaN/inf loss
+    val_languages: dict[str, dict[str, float]] = field(default_factory=dict)  # language -> loss, bpb
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,7 +114,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(runtime.device.type) if runtime.use_scaler else None
         self.generator = torch.Generator().manual_seed(settings.train_seed)  # the sampler's randomness
         self.state = TrainState()
-        self._val: tuple[str, list[torch.Tensor]] | None = None
+        self._val: tuple[str, list[torch.Tensor], list[str]] | None = None
         self.train_model: nn.Module = self.model  # what the training forward runs: maybe DDP, compiled
         if runtime.distributed:
             device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
@@ -282,40 +283,60 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:
-        """Mean validation loss (nats/token) and bits per byte over the fixed validation windows.
+        """Mean validation loss (nats/token) and bits per byte over the fixed validation windows, and
+        the same per language in `state.val_languages` when the data has languages.
 
         Bits per byte = the loss summed over tokens that stand for text, in bits, over the UTF-8 bytes
         those tokens stand for: unlike the loss it does not depend on the tokenizer's vocabulary."""
         runtime = self.runtime
         key = self.val_key()
+        count = self.settings.val_eval_batches
         if self._val is None or self._val[0] != key:
-            windows = self.source.val_batches(
-                self.eval_batch_size, self.seq_len, self.settings.val_eval_batches
-            )
-            self._val = (key, windows)
+            windows = self.source.val_batches(self.eval_batch_size, self.seq_len, count)
+            labels = self.source.val_row_languages(self.eval_batch_size, self.seq_len, count)
+            self._val = (key, windows, labels)
+        _, windows, labels = self._val
+        languages = sorted(set(labels))
+        row_language = torch.tensor([languages.index(name) for name in labels], dtype=torch.long)
         token_bytes = self.source.token_bytes.to(runtime.device)
-        # nats over all tokens, tokens, nats over tokens that are text, their bytes
-        sums = torch.zeros(4, dtype=torch.float64, device=runtime.device)
+        # Per language: nats over all tokens, tokens, nats over tokens that are text, their bytes
+        sums = torch.zeros(max(1, len(languages)), 4, dtype=torch.float64, device=runtime.device)
         self.model.eval()
         share = self.eval_batch_size // runtime.world_size  # each rank evaluates its rows of every batch
-        for window in self._val[1]:
-            for batch in window[runtime.rank * share : (runtime.rank + 1) * share].split(self.batch_size):
-                batch = batch.to(runtime.device, non_blocking=True)
+        for number, window in enumerate(windows):
+            first = number * self.eval_batch_size + runtime.rank * share
+            mine = window[runtime.rank * share : (runtime.rank + 1) * share]
+            for offset in range(0, mine.size(0), self.batch_size):
+                batch = mine[offset : offset + self.batch_size].to(runtime.device, non_blocking=True)
                 targets = batch[:, 1:]
                 with runtime.autocast():
                     losses = self.model(batch[:, :-1], targets, reduction="none").float()
                 nbytes = token_bytes[targets]
-                sums += torch.stack(
+                rows = torch.stack(
                     [
-                        losses.sum(),
-                        losses.new_tensor(losses.numel()),
-                        (losses * (nbytes > 0)).sum(),
-                        nbytes.sum(),
-                    ]
+                        losses.sum(1),
+                        losses.new_full((losses.size(0),), losses.size(1)),
+                        (losses * (nbytes > 0)).sum(1),
+                        nbytes.sum(1).to(losses),
+                    ],
+                    dim=1,
                 ).to(sums)
+                if languages:
+                    at = row_language[first + offset : first + offset + batch.size(0)].to(runtime.device)
+                    sums.index_add_(0, at, rows)
+                else:
+                    sums[0] += rows.sum(0)
         self.model.train()
         runtime.all_reduce_sum(sums)
-        val_loss = float(sums[0] / sums[1])
-        bpb = float(sums[2] / (math.log(2) * sums[3])) if sums[3] > 0 else math.nan
+
+        def loss_and_bpb(part: torch.Tensor) -> tuple[float, float]:
+            bpb = float(part[2] / (math.log(2) * part[3])) if part[3] > 0 else math.nan
+            return float(part[0] / part[1]), bpb
+
+        val_loss, bpb = loss_and_bpb(sums.sum(0))
         self.state.val_loss, self.state.val_bpb = val_loss, bpb
+        self.state.val_languages = {
+            name: dict(zip(("loss", "bpb"), loss_and_bpb(sums[i]), strict=True))
+            for i, name in enumerate(languages)
+        }
         return val_loss, bpb

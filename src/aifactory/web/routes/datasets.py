@@ -42,7 +42,11 @@ class TokenizerGeneration(BaseModel):
     tokenizer_hash: str
     model_type: str
     vocab_size: int
-    languages: str
+    languages: str = Field(
+        description="The languages of its training sample (1% of it or more), largest first."
+    )
+    language_chars: dict[str, int] = Field(description="Characters per language in the training sample.")
+    note: str = Field(description="Why it was trained when it was, when not by the rule.")
     sample_documents: int
     sample_chars: int
     train_seconds: float
@@ -64,5 +68,8 @@ def list_datasets(
             DatasetVersion(**{**row, "per_source": row["per_source"] or {}})
             for row in records.list_versions(ctx.db, limit)
         ],
-        tokenizers=[TokenizerGeneration(**row) for row in records.list_tokenizers(ctx.db)],
+        tokenizers=[
+            TokenizerGeneration(**{**row, "language_chars": row["language_chars"] or {}})
+            for row in records.list_tokenizers(ctx.db)
+        ],
     )

@@ -33,10 +33,20 @@ class TrainingPoint(BaseModel):
     mfu: float | None = Field(description="Model FLOP utilisation against the measured matmul peak (0..1).")
 
 
+class ValidationPoint(BaseModel):
+    ts: float
+    step: int
+    val_loss: float | None = Field(description="Validation loss (nats/token) on this language's windows.")
+    val_bpb: float | None = Field(description="Its bits per byte.")
+
+
 class TrainingMetricsResponse(BaseModel):
     range: RangeName
     bucket_sec: int = Field(description="Width of one point's time bucket.")
     series: list[TrainingPoint] = Field(description="Oldest first, at most 1200 points.")
+    validation_by_language: dict[str, list[ValidationPoint]] = Field(
+        description="Per language, its validation loss and bits per byte over time (oldest first)."
+    )
 
 
 @router.get("/api/metrics/training", response_model=TrainingMetricsResponse)
@@ -49,6 +59,12 @@ def training_metrics(
 ) -> TrainingMetricsResponse:
     """Loss, validation loss and bits per byte, learning rate, speed and MFU over time for the charts."""
     bucket, rows = metrics.series(ctx.db, range_name)
+    languages = metrics.language_series(ctx.db, range_name)
     return TrainingMetricsResponse(
-        range=range_name, bucket_sec=bucket, series=[TrainingPoint(**row) for row in rows]
+        range=range_name,
+        bucket_sec=bucket,
+        series=[TrainingPoint(**row) for row in rows],
+        validation_by_language={
+            name: [ValidationPoint(**point) for point in points] for name, points in languages.items()
+        },
     )
