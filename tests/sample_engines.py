@@ -51,7 +51,16 @@ def save_on_stop(ctx: EngineContext) -> None:
     ctx.set_phase("running", f"pid {os.getpid()}")
     while not ctx.wait(0.05):
         ctx.count(ticks=1)
+    Path(ctx.settings.data_dir).mkdir(parents=True, exist_ok=True)
     Path(ctx.settings.data_dir, f"saved-{os.getpid()}").write_text("saved\n")
+
+
+def tiny_trainer(ctx: EngineContext) -> None:
+    """The real trainer engine (cycles, evaluations, checkpoints) on the tiny byte corpus."""
+    from aifactory.train.engine import run_trainer
+    from tests.train.tiny import corpus_source
+
+    run_trainer(ctx, lambda _settings: corpus_source(), poll_sec=0.05)
 
 
 TICKER = EngineSpec("ticker", "tests.sample_engines:tick", "counts ticks", roles=("master", "worker"))
@@ -70,3 +79,4 @@ PROCESS_POOLED = EngineSpec(
 )
 DIER = EngineSpec("dier", "tests.sample_engines:die", "killed by a signal", own_process=True)
 SAVER = EngineSpec("saver", "tests.sample_engines:save_on_stop", "saves when stopped", own_process=True)
+TINY_TRAINER = EngineSpec("trainer", "tests.sample_engines:tiny_trainer", "tiny trainer", own_process=True)

@@ -15,7 +15,7 @@ from aifactory.cluster.node import Node
 from aifactory.db import Database, counters, events
 from aifactory.db.schema import nodes
 from tests.conftest import wait_for
-from tests.sample_engines import CRASHER, DIER, PROCESS_TICKER, SECOND, TICKER
+from tests.sample_engines import CRASHER, DIER, PROCESS_TICKER, SAVER, SECOND, TICKER
 
 
 def state(db: Database, node_id: str, engine: str) -> dict:
@@ -144,6 +144,20 @@ def test_an_engine_that_does_not_stop_in_time_is_killed(db: Database, start_node
     engine_state.set_desired(db, "n1", "stopped", engine="proc")
     wait_for(lambda: not node.runners, timeout=30, what="the engine to be killed")
     assert "killed" in state(db, "n1", "proc")["last_error"]
+
+
+def test_sigterm_to_an_engine_process_means_stop_and_save(db: Database, start_node) -> None:
+    """What systemd or `docker stop` send to every process: the engine saves, and is not an error."""
+    node = start_node(specs=(SAVER,))
+    engine_state.set_desired(db, "n1", "running", engine="saver")
+    wait_for(lambda: ticks(db, "n1", "saver") > 0, timeout=30, what="the engine to tick")
+    pid = node.runners["saver"].pid
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: (node.settings.data_dir / f"saved-{pid}").exists(), timeout=30, what="the save")
+    # a clean end: no error; the engine is still wanted, so the node starts it again
+    wait_for(lambda: "saver" in node.runners and node.runners["saver"].pid != pid, timeout=30, what="restart")
+    assert state(db, "n1", "saver")["last_error"] == ""
 
 
 def test_second_process_with_the_same_node_id_is_refused(db: Database, start_node, make_settings) -> None:
