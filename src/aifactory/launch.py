@@ -13,7 +13,6 @@ import socket
 import threading
 
 from aifactory.cluster.membership import NodeConflict
-from aifactory.cluster.node import Node
 from aifactory.cluster.registry import EngineSpec, available_engines
 from aifactory.db.connect import open_database, prepare_schema
 from aifactory.settings import Settings
@@ -61,6 +60,7 @@ def run_master(settings: Settings, specs: list[EngineSpec] | None = None) -> Non
     then the schema migration (only a lease holder migrates), the port, and the node's registration."""
     import uvicorn
 
+    from aifactory.cluster.node import Node
     from aifactory.web.app import create_app
     from aifactory.web.context import AppContext
 
@@ -116,6 +116,8 @@ def run_worker(settings: Settings, specs: list[EngineSpec] | None = None) -> Non
             "a worker shares the master's database: set DATABASE_URL=postgresql://USER:PASS@MASTER:5432/DB "
             "(SQLite serves a single node)"
         )
+    from aifactory.cluster.node import Node
+
     db = open_database(settings, schema="check")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from aifactory.settings import mask_url
@@ -147,6 +146,10 @@ class Database:
 
         `update(excluded)` returns the columns to set on conflict (`excluded` is the row that failed to
         insert); by default every non-key column given is overwritten. An empty dict means DO NOTHING."""
+        # Imported here: the PostgreSQL dialect package loads every driver's module (a quick
+        # `aifactory status` on SQLite never needs them).
+        from sqlalchemy.dialects import postgresql, sqlite
+
         dialect = postgresql if self.backend == "postgresql" else sqlite
         stmt = dialect.insert(table).values(**values)
         if update is None:
