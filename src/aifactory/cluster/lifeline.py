@@ -16,6 +16,7 @@ that started the child, and a pool may start workers from any thread of its owne
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import multiprocessing
@@ -24,7 +25,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 
 log = logging.getLogger("aifactory")
@@ -99,6 +100,24 @@ def bind_engine_process(parent_pid: int, stop: ProcessStop, grace: float) -> Non
         os._exit(EXIT_ORPHANED)
 
     watch_parent(parent_pid, orphaned)
+
+
+@contextlib.contextmanager
+def leave_at_once_on_sigterm(stop: ProcessStop) -> Iterator[None]:
+    """While an engine process is still loading its code (torch takes seconds), there is nothing to save:
+    a stop request ends the process at once instead of after the import."""
+    if stop.is_set():
+        sys.exit(0)
+
+    def leave(*_: object) -> None:
+        stop.set()
+        sys.exit(0)
+
+    previous = signal.signal(signal.SIGTERM, leave)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _pool_worker(parent_pid: int, initializer: Callable[..., None] | None, initargs: tuple) -> None:

@@ -61,6 +61,8 @@ def _process_main(spec: EngineSpec, settings: Settings, node_id: str, parent: in
     stop = lifeline.ProcessStop()
     lifeline.bind_engine_process(parent, stop, settings.engine_stop_timeout_sec)
     configure_logging(settings)
+    with lifeline.leave_at_once_on_sigterm(stop):
+        spec.load()  # imported now (the trainer's torch), so that a stop meanwhile ends the process at once
     # One engine thread uses the database here: a small pool, and no overflow to exhaust the server.
     db = Database(settings.resolved_database_url(), pool_size=2, max_overflow=0)
     db.node_id = node_id
