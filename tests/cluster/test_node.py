@@ -102,13 +102,14 @@ def test_restarted_node_resumes_what_was_running(db: Database, start_node) -> No
 
 def test_crashing_engine_is_reported_in_one_line_and_retried_with_backoff(db: Database, start_node) -> None:
     node = start_node(specs=(TICKER, CRASHER))
+    ignited = time.monotonic()
     commands.send_command(db, "start")
     wait_for(lambda: state(db, "n1", "crasher")["restarts"] >= 2, timeout=20, what="two restarts")
+    assert time.monotonic() - ignited >= 1.0  # the second crash came after a 1 s delay: not a hot loop
     crashed = state(db, "n1", "crasher")
     assert crashed["phase"] in ("error", "running")
     assert crashed["last_error"] == "RuntimeError: boom: a bug in an engine"  # no traceback
-    backoff = node.supervisor.failures["crasher"]
-    assert backoff.failures >= 2 and backoff.not_before > time.monotonic() - 0.5  # a delay, not a hot loop
+    assert node.supervisor.failures["crasher"].failures >= 2
     assert any(e["level"] == "error" and "crasher" in e["message"] for e in events.recent(db, 50))
     assert ticks(db, "n1", "ticker") > 0  # the others keep running
 

@@ -162,25 +162,26 @@ class Supervisor:
 
     def _reap(self, action: Reap, wanted: bool) -> None:
         name = action.engine
-        runner = self.runners.pop(name)
+        runner = self.runners[name]
         runner.join(1.0)
         outcome = runner.outcome()
         self.failures[name] = action.backoff
         if not action.failed:
             engine_state.report(self.db, self.node_id, name, phase="stopped")
-            return
-        values: dict = {"phase": "error", "restarts": action.backoff.failures}
-        if outcome.reason:  # a process that died without a word: its exit status is the reason
-            values["last_error"] = outcome.reason
-            self.event(f"engine {name} {outcome.reason}", level="error")
-        engine_state.report(self.db, self.node_id, name, **values)
-        if wanted:
-            delay = action.backoff.not_before - time.monotonic()
-            self.event(
-                f"engine {name} failed; restarting in {max(0.0, delay):.0f}s "
-                f"(attempt {action.backoff.failures})",
-                level="warning",
-            )
+        else:
+            values: dict = {"phase": "error", "restarts": action.backoff.failures}
+            if outcome.reason:  # a process that died without a word: its exit status is the reason
+                values["last_error"] = outcome.reason
+                self.event(f"engine {name} {outcome.reason}", level="error")
+            engine_state.report(self.db, self.node_id, name, **values)
+            if wanted:
+                delay = action.backoff.not_before - time.monotonic()
+                self.event(
+                    f"engine {name} failed; restarting in {max(0.0, delay):.0f}s "
+                    f"(attempt {action.backoff.failures})",
+                    level="warning",
+                )
+        del self.runners[name]  # last: whoever sees it gone finds its final state reported
 
     def shutdown(self, timeout: float) -> None:
         """Ask every engine to stop, wait for them up to `timeout`, then kill the processes that remain.
