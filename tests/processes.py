@@ -22,6 +22,18 @@ def env_for(**values: object) -> dict[str, str]:
     return env
 
 
+def aifactory(*args: str, cwd: Path, timeout: float = 60, **settings: object) -> subprocess.CompletedProcess:
+    """Run `aifactory ARGS...` to the end with these settings; its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "aifactory", *args],
+        cwd=cwd,
+        env=env_for(**settings),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def start_factory(port: int, cwd: Path, module: str = "aifactory", **settings: object) -> subprocess.Popen:
     """`aifactory up` on 127.0.0.1:port (or `python -m module`); returns once /healthz answers."""
     command = (

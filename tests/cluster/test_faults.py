@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,7 @@ from aifactory.train.checkpoint import CheckpointStore
 from aifactory.train.engine import checkpoint_dir
 from tests.cluster.test_lifeline import gone
 from tests.conftest import free_port, wait_for
-from tests.processes import env_for, start_factory, stop
+from tests.processes import aifactory, start_factory, stop
 from tests.sample_engines import TINY_TRAINER
 from tests.train.tiny import TINY
 
@@ -38,17 +36,6 @@ def ticks(db: Database, node_id: str) -> dict[str, float]:
         row["engine"]: (row["counters"] or {}).get("ticks", 0)
         for row in engine_state.list_states(db, node_id)
     }
-
-
-def aifactory(*args: str, cwd: Path, **settings: object) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "aifactory", *args],
-        cwd=cwd,
-        env=env_for(**settings),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_a_killed_node_restarts_at_once_resumes_and_leaves_nothing_behind(
