@@ -132,8 +132,8 @@ def schema_url(base: str, schema: str) -> str:
 
 def crawl(base_url: str, seeds: list[str], total: int, workers: int, stats_port: int) -> tuple[float, int]:
     """(pages/s, pages fetched twice) for `workers` worker processes crawling the site once."""
+    from aifactory.cluster import commands, membership
     from aifactory.db import Database, migrate
-    from aifactory.db import nodes as node_db
 
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(base_url, autocommit=True) as conn:
@@ -169,12 +169,12 @@ def crawl(base_url: str, seeds: list[str], total: int, workers: int, stats_port:
     ]
     try:
         deadline = time.monotonic() + 60
-        while len(node_db.active_node_ids(db, window=10, roles=("worker",))) < workers:
+        while len(membership.active_node_ids(db, window=10, roles=("worker",))) < workers:
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
                 raise SystemExit(f"workers did not start; see {workdir}")
             time.sleep(0.1)
         server_stats(stats_port, reset=True)
-        node_db.send_command(db, "start")
+        commands.send_command(db, "start")
         deadline = time.monotonic() + 600
         done_query = f"SELECT count(*) FROM \"{schema}\".frontier WHERE state = 'done'"
         with psycopg.connect(base_url, autocommit=True) as conn:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import urllib.parse
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,8 @@ def make_settings(tmp_path: Path) -> Any:
             "node_heartbeat_interval_sec": 0.2,
             "node_offline_window_sec": 5,
             "auto_tune": False,
+            # Starlette's TestClient sends `Host: testserver`; a real server trusts only its own names.
+            "allowed_hosts": ["testserver"],
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)
@@ -100,3 +103,15 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> object:
+    """Poll `condition` until it is truthy (returned) or `timeout` passes (AssertionError naming `what`).
+    Tests wait for what they expect with a generous deadline instead of sleeping a fixed time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -22,12 +22,27 @@ def env_for(**values: object) -> dict[str, str]:
     return env
 
 
-def start_factory(port: int, cwd: Path, **settings: object) -> subprocess.Popen:
-    """`aifactory up` on 127.0.0.1:port; returns once /healthz answers."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "aifactory", "up"],
+def aifactory(*args: str, cwd: Path, timeout: float = 60, **settings: object) -> subprocess.CompletedProcess:
+    """Run `aifactory ARGS...` to the end with these settings; its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "aifactory", *args],
         cwd=cwd,
-        env=env_for(PORT=port, HOST="127.0.0.1", **settings),
+        env=env_for(**settings),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def start_factory(port: int, cwd: Path, module: str = "aifactory", **settings: object) -> subprocess.Popen:
+    """`aifactory up` on 127.0.0.1:port (or `python -m module`); returns once /healthz answers."""
+    command = (
+        [sys.executable, "-m", "aifactory", "up"] if module == "aifactory" else [sys.executable, "-m", module]
+    )
+    proc = subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=env_for(PORT=port, HOST="127.0.0.1", PYTHONPATH=ROOT, **settings),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,19 +11,8 @@ import pytest
 
 from aifactory.db import migrate
 from tests.conftest import free_port
-from tests.processes import env_for, start_factory, stop
+from tests.processes import aifactory, start_factory, stop
 from tests.test_settings import SEED_DEFAULTS
-
-
-def aifactory(*args: str, cwd: Path, timeout: float = 60, **settings: object) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "aifactory", *args],
-        cwd=cwd,
-        env=env_for(**settings),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def test_help_explains_every_command(tmp_path: Path) -> None:

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from aifactory.settings import Settings, SettingsError, configuration_markdown, load_settings, mask_url
+from aifactory.settings import (
+    Settings,
+    SettingsError,
+    configuration_markdown,
+    load_settings,
+    mask_secrets,
+    mask_url,
+)
 
 # Every environment variable the original product description names, with its documented default.
 SEED_DEFAULTS = {
@@ -167,3 +174,39 @@ def test_configuration_doc_is_generated_from_the_settings() -> None:
     )
     for name in SEED_DEFAULTS:
         assert f"`{name}`" in doc.read_text()
+
+
+def test_settings_that_misbehave_together_are_refused_naming_both() -> None:
+    """Each is valid alone: a heartbeat every hour is fine, but not with a two-minute offline window."""
+    with pytest.raises(SettingsError) as error:
+        clean(node_heartbeat_interval_sec=3600, node_offline_window_sec=120)
+    message = str(error.value)
+    assert message.startswith("invalid settings: NODE_OFFLINE_WINDOW_SEC=120 must be at least twice")
+    assert "NODE_HEARTBEAT_INTERVAL_SEC=3600" in message and "COLLECTION_NODE_WINDOW_SEC=60" in message
+    for values, named in [
+        (
+            {"crawler_connect_timeout_sec": 90, "crawler_total_timeout_sec": 60},
+            "CRAWLER_CONNECT_TIMEOUT_SEC=90",
+        ),
+        ({"crawler_retry_base_sec": 7200}, "CRAWLER_RETRY_BASE_SEC=7200"),
+        ({"min_train_chars": 5000, "max_doc_chars": 4000}, "MIN_TRAIN_CHARS=5000"),
+        (
+            {"train_lr_schedule": "cosine", "train_warmup_steps": 500, "train_total_steps": 100},
+            "TRAIN_WARMUP",
+        ),
+        ({"admin_read_token": "r"}, "ADMIN_READ_TOKEN is set but ADMIN_API_TOKEN is empty"),
+    ]:
+        with pytest.raises(SettingsError, match=named):
+            clean(**values)
+    clean(admin_read_token="r", admin_api_token="a", node_heartbeat_interval_sec=30)  # consistent: fine
+
+
+def test_errors_never_echo_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "mysql://llm:hunter2@db/llm")
+    with pytest.raises(SettingsError) as error:
+        clean()
+    assert "hunter2" not in str(error.value) and "mysql://llm:***@db/llm" in str(error.value)
+    settings = clean(admin_api_token="s3cret-token", database_url="postgresql://u:pw123@h/db")
+    assert mask_secrets("token s3cret-token at postgresql://u:pw123@h/db", settings.secrets()) == (
+        "token *** at postgresql://u:***@h/db"
+    )

@@ -1,6 +1,7 @@
 """A worker node with the sample ticker engine, for multi-process tests: `python -m tests.worker_process`."""
 
-from aifactory.launch import configure_logging, run_worker
+from aifactory.launch import run_worker
+from aifactory.logs import configure_logging
 from aifactory.settings import load_settings
 from tests.sample_engines import TICKER
 

@@ -24,11 +24,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from aifactory import __version__
-from aifactory.autotune import resolve_profile
-from aifactory.db import counters, migrate
-from aifactory.db import engines as engine_db
-from aifactory.db import nodes as node_db
-from aifactory.launch import StartupError, configure_logging, opened_database, run_master, run_worker
+from aifactory.db import DatabaseError, counters, migrate
+from aifactory.db.connect import opened_database
+from aifactory.launch import StartupError
+from aifactory.logs import configure_logging
 from aifactory.settings import (
     Settings,
     SettingsError,
@@ -36,34 +35,45 @@ from aifactory.settings import (
     display_value,
     env_name,
     load_settings,
+    mask_secrets,
 )
+
+# Each command imports what it needs when it runs (the web stack, the crawler, torch...): `aifactory
+# status` and `aifactory config` load settings and the database layer only. benchmarks/cli_start.py
+# measures it.
 
 
 def configure_quiet_logging(settings: Settings) -> None:
     """Warnings only at the default level: commands with a progress line say the rest themselves."""
-    quiet = "warning" if settings.log_level == "info" else settings.log_level
-    configure_logging(settings.model_copy(update={"log_level": quiet}))
+    configure_logging(settings, "warning" if settings.log_level == "info" else settings.log_level)
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    from aifactory.launch import run_master
+
     configure_logging(settings)
     run_master(settings)
     return 0
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from aifactory.launch import run_worker
+
     configure_logging(settings)
     run_worker(settings.model_copy(update={"system_role": "worker"}))
     return 0
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    with opened_database(settings, upgrade=False) as db:
+    from aifactory.cluster import engine_state, membership
+
+    with opened_database(settings, schema="none") as db:
         if migrate.current_revision(db) is None:
             print(f"database {db.display_url} is empty: start the factory with `aifactory up` first")
             return 1
-        rows = node_db.list_nodes(db, offline_after=settings.node_offline_window_sec)
-        states = engine_db.list_states(db)
+        migrate.check(db)
+        rows = membership.list_nodes(db, offline_after=settings.node_offline_window_sec)
+        states = engine_state.list_states(db)
         totals = counters.get_all(db)
     if args.json:
         print(json.dumps({"nodes": rows, "engines": states, "counters": totals}, indent=2, default=str))
@@ -88,6 +98,8 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
+    from aifactory.autotune import resolve_profile
+
     if args.markdown:
         print(configuration_markdown())
         return 0
@@ -112,7 +124,7 @@ def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
-    with opened_database(settings, upgrade=False) as db:
+    with opened_database(settings, schema="none") as db:
         started = time.monotonic()
         before = migrate.upgrade(db)
         after = migrate.current_revision(db)
@@ -247,8 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     upgrade = db_sub.add_parser(
         "upgrade",
-        help="apply pending migrations (also done by `up`)",
-        description="Apply pending schema migrations to DATABASE_URL.",
+        help="apply pending migrations (also done by the master at start)",
+        description="Apply pending schema migrations to DATABASE_URL. The master does this when it starts; "
+        "workers never do, and refuse to run on a schema of another version.",
     )
     upgrade.set_defaults(func=cmd_db_upgrade)
 
@@ -361,14 +374,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[Settings, argparse.Namespace], int] = args.func
+    settings: Settings | None = None
     try:
         settings = load_settings()
         return func(settings, args)
     except SettingsError as exc:
         print(f"aifactory: {exc}", file=sys.stderr)
         return 2
-    except StartupError as exc:
-        print(f"aifactory: {exc}", file=sys.stderr)
+    except (DatabaseError, StartupError) as exc:
+        message = mask_secrets(str(exc), settings.secrets() if settings else [])
+        print(f"aifactory: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

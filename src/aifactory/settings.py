@@ -10,10 +10,11 @@ explicit value always wins. `docs/configuration.md` is generated from this file 
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -47,7 +48,7 @@ def setting(default: Any, doc: str, group: str, **constraints: Any) -> Any:
 
 NODE, ADMIN, TUNE, CRAWL, SOURCES, QUALITY, TOKENIZER, TRAIN, SERVE, EVAL = (
     "Node, server and database",
-    "Admin authentication",
+    "Admin authentication and web access",
     "Auto-tune",
     "Crawl guard and distribution",
     "Sources",
@@ -107,6 +108,20 @@ class Settings(BaseSettings):
     event_log_keep: int = setting(
         20000, "Number of most recent event-log rows kept in the database.", NODE, ge=100
     )
+    database_pool_size: int = setting(
+        5,
+        "Database connections a node process keeps open (as many again at peak); helper processes use 1-2.",
+        NODE,
+        ge=1,
+        le=200,
+    )
+    engine_stop_timeout_sec: float = setting(
+        30.0,
+        "Seconds an engine gets to finish its step and save when asked to stop; then it is killed.",
+        NODE,
+        ge=1,
+        le=3600,
+    )
 
     # --- admin authentication -----------------------------------------------------------------
     admin_api_token: SecretStr = setting(
@@ -117,6 +132,22 @@ class Settings(BaseSettings):
     )
     allow_insecure_admin: bool = setting(
         False, "Allow a non-loopback HOST without ADMIN_API_TOKEN (anyone can control it).", ADMIN
+    )
+    admin_read_token: SecretStr = setting(
+        SecretStr(""),
+        "Token (x-admin-token header) that reads need too; the admin token also works; empty = reads open.",
+        ADMIN,
+    )
+    allowed_hosts: CsvList = setting(
+        [],
+        "Host names the API answers to besides localhost, loopback and HOST (*.example.com, or * = any).",
+        ADMIN,
+    )
+    max_request_bytes: int = setting(
+        1_048_576,
+        "Largest request body accepted (413 beyond), checked before authentication.",
+        ADMIN,
+        ge=1024,
     )
 
     # --- auto-tune ------------------------------------------------------------------------------
@@ -510,6 +541,14 @@ class Settings(BaseSettings):
             raise ValueError("must start with sqlite:/// or postgresql://")
         return value
 
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        """Checks that span several settings: each value is valid alone, but together they misbehave."""
+        problems = [problem for problem in cross_field_problems(self) if problem]
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
     # --- derived values ----------------------------------------------------------------------------
     def resolved_database_url(self) -> str:
         """DATABASE_URL, or the default SQLite file under DATA_DIR."""
@@ -530,6 +569,17 @@ class Settings(BaseSettings):
         except ValueError:
             return False
 
+    @property
+    def host_is_wildcard(self) -> bool:
+        """HOST=0.0.0.0 or :: listens on every address of the machine."""
+        return self.host in ("0.0.0.0", "::", "[::]")
+
+    def secrets(self) -> list[str]:
+        """Every secret value a message might echo (tokens, the database password), to be masked."""
+        values = [self.admin_api_token.get_secret_value(), self.admin_read_token.get_secret_value()]
+        values.append(url_password(self.database_url))
+        return [value for value in values if len(value) >= 3]
+
     def source_weight(self, source_type: str) -> float:
         """SOURCE_WEIGHT_<TYPE>; source types without a setting weigh 1.0."""
         return float(getattr(self, f"source_weight_{source_type.lower()}", 1.0))
@@ -540,6 +590,49 @@ class Settings(BaseSettings):
         if value in ("", "any", "all"):
             return []
         return [code.strip() for code in value.split(",") if code.strip()]
+
+
+def cross_field_problems(s: Settings) -> list[str]:
+    """Combinations that are valid setting by setting but break the factory; one sentence each."""
+    beat = s.node_heartbeat_interval_sec
+    out = []
+    if s.node_offline_window_sec < 2 * beat:
+        out.append(
+            f"NODE_OFFLINE_WINDOW_SEC={s.node_offline_window_sec:g} must be at least twice "
+            f"NODE_HEARTBEAT_INTERVAL_SEC={beat:g}: nodes would flap between online and offline"
+        )
+    if s.collection_node_window_sec < 2 * beat:
+        out.append(
+            f"COLLECTION_NODE_WINDOW_SEC={s.collection_node_window_sec:g} must be at least twice "
+            f"NODE_HEARTBEAT_INTERVAL_SEC={beat:g}: collectors would drop out of the crawl shares"
+        )
+    for name in ("crawler_connect_timeout_sec", "crawler_read_timeout_sec"):
+        if getattr(s, name) > s.crawler_total_timeout_sec:
+            out.append(
+                f"{env_name(name)}={getattr(s, name):g} is longer than "
+                f"CRAWLER_TOTAL_TIMEOUT_SEC={s.crawler_total_timeout_sec:g}, which would cut it short"
+            )
+    if s.crawler_retry_base_sec > s.crawler_max_backoff_sec:
+        out.append(
+            f"CRAWLER_RETRY_BASE_SEC={s.crawler_retry_base_sec:g} is longer than "
+            f"CRAWLER_MAX_BACKOFF_SEC={s.crawler_max_backoff_sec:g}, the longest back-off"
+        )
+    if s.min_train_chars >= s.max_doc_chars:
+        out.append(
+            f"MIN_TRAIN_CHARS={s.min_train_chars} must be below MAX_DOC_CHARS={s.max_doc_chars}: "
+            "every document part would be too short to train on"
+        )
+    if s.train_lr_schedule == "cosine" and s.train_warmup_steps >= s.train_total_steps:
+        out.append(
+            f"TRAIN_WARMUP_STEPS={s.train_warmup_steps} must be below TRAIN_TOTAL_STEPS="
+            f"{s.train_total_steps} with TRAIN_LR_SCHEDULE=cosine"
+        )
+    if s.admin_read_token.get_secret_value() and not s.admin_api_token.get_secret_value():
+        out.append(
+            "ADMIN_READ_TOKEN is set but ADMIN_API_TOKEN is empty: reads would need a token while "
+            "state-changing calls need none; set ADMIN_API_TOKEN too (it may be the same token)"
+        )
+    return out
 
 
 def env_name(field: str) -> str:
@@ -582,13 +675,36 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
-            name = str(error["loc"][0]) if error["loc"] else "?"
+            if not error["loc"]:  # a cross-field check: its message names the settings involved
+                message = str(error["msg"]).removeprefix("Value error, ")
+                lines += [f"invalid settings: {line}" for line in message.splitlines()]
+                continue
+            name = str(error["loc"][0])
             field = Settings.model_fields.get(name)
             what = f" (accepted: {accepted(field)})" if field else ""
             value = error.get("input")
+            if field is not None and field.annotation is SecretStr:
+                value = None  # a token is never echoed, not even a wrong one
+            elif name == "database_url" and isinstance(value, str):
+                value = mask_url(value)
             shown = "" if isinstance(value, dict) or value is None else f"={value!r}"
             lines.append(f"invalid setting {env_name(name)}{shown}: {error['msg']}{what}")
         raise SettingsError("\n".join(lines)) from None
+
+
+def url_password(url: str) -> str:
+    """The password in a database URL, or ""."""
+    if "://" not in url or "@" not in url:
+        return ""
+    credentials = url.split("://", 1)[1].rsplit("@", 1)[0]
+    return credentials.split(":", 1)[1] if ":" in credentials else ""
+
+
+def mask_secrets(text: str, secrets: list[str]) -> str:
+    """`text` with every secret value replaced by ***, and any database URL's password too."""
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return re.sub(r"(\w+://[^:/@\s]+:)[^@\s]+@", r"\1***@", text)
 
 
 def mask_url(url: str) -> str:

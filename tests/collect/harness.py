@@ -9,11 +9,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from aifactory.collect import frontier as frontier_db
 from aifactory.collect.crawler import Crawler
 from aifactory.collect.sink import PageSink
 from aifactory.collect.urls import default_scope, normalize_url
 from aifactory.db import Database
-from aifactory.db import frontier as frontier_db
 from aifactory.db.schema import frontier, hosts, pages
 from aifactory.settings import Settings
 

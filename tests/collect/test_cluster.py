@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from aifactory.cluster import commands, membership
 from aifactory.db import Database, migrate
-from aifactory.db import nodes as node_db
 from aifactory.db.schema import frontier, hosts, pages
 from tests.collect.sites import SiteServer, wide_site
 
@@ -102,9 +102,12 @@ def cluster(
     procs = [start_worker(f"worker-{i}", pg_url, sites, tmp, interval) for i in range(3)]
     try:
         wait_for(
-            lambda: len(node_db.active_node_ids(db, window=5, roles=("worker",))) == 3, 30, "3 workers", procs
+            lambda: len(membership.active_node_ids(db, window=5, roles=("worker",))) == 3,
+            30,
+            "3 workers",
+            procs,
         )
-        node_db.send_command(db, "start")  # Ignite
+        commands.send_command(db, "start")  # Ignite
         yield procs
     finally:
         for proc in procs:

@@ -10,15 +10,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from aifactory.cluster import commands, engine_state, membership
+from aifactory.cluster.context import EngineContext
+from aifactory.cluster.node import Node
+from aifactory.cluster.registry import available_engines
 from aifactory.collect.engine import plan_cycle, seed_urls
 from aifactory.collect.sink import FetchedPage, PageStore
 from aifactory.db import Database, counters
-from aifactory.db import engines as engine_db
-from aifactory.db import nodes as node_db
 from aifactory.db.schema import hosts, pages
-from aifactory.engine import EngineContext
-from aifactory.engines import available_engines
-from aifactory.node import Node
 from aifactory.text import staging
 from tests.collect.harness import crawl, crawl_settings, frontier_rows, page_rows, queue
 from tests.collect.sites import SiteServer, links, page, text, wide_site
@@ -50,17 +49,17 @@ def test_the_engine_crawls_while_ignited_and_stops_within_seconds(db: Database, 
         node = Node(settings, db, available_engines(), role="master")
         node.start()
         try:
-            node_db.send_command(db, "start", node_id=node.node_id)
+            commands.send_command(db, "start", node_id=node.node_id)
             wait_for(lambda: stored_pages(db) >= 40, 30, "40 pages")  # more than one 30-page cycle
-            state = engine_db.load(db, node.node_id, "collector")
+            state = engine_state.load(db, node.node_id, "collector")
             assert state is not None and state["phase"] in ("running", "crawling", "idle")
             stopped_at = time.monotonic()
-            node_db.send_command(db, "stop", node_id=node.node_id)
+            commands.send_command(db, "stop", node_id=node.node_id)
             wait_for(lambda: not node.runners, 10, "the engine to stop")
             assert time.monotonic() - stopped_at < 5
         finally:
             node.stop()
-    state = engine_db.load(db, node.node_id, "collector")
+    state = engine_state.load(db, node.node_id, "collector")
     assert state is not None and state["phase"] == "stopped" and state["restarts"] == 0
     with db.read() as conn:  # every lease was given back
         assert conn.execute(sa.select(hosts.c.origin).where(hosts.c.lease_owner.is_not(None))).all() == []
@@ -89,10 +88,10 @@ def test_the_crawl_waits_while_the_text_engine_is_behind(db: Database, make_sett
         node = Node(settings, db, collector_only, role="master")
         node.start()
         try:
-            node_db.send_command(db, "start", node_id=node.node_id)
+            commands.send_command(db, "start", node_id=node.node_id)
 
             def phase() -> str:
-                state = engine_db.load(db, node.node_id, "collector")
+                state = engine_state.load(db, node.node_id, "collector")
                 return state["phase"] if state else ""
 
             wait_for(lambda: phase() == "waiting", 30, "the collector to wait")
@@ -104,13 +103,13 @@ def test_the_crawl_waits_while_the_text_engine_is_behind(db: Database, make_sett
             wait_for(lambda: stored_pages(db) >= 24, 30, "the crawl to go on")
         finally:
             node.stop()
-    state = engine_db.load(db, node.node_id, "collector")
+    state = engine_state.load(db, node.node_id, "collector")
     assert state is not None and state["counters"]["backpressure_waits"] >= 1
 
 
 def test_each_node_takes_its_share(db: Database, make_settings: Any) -> None:
     for node_id, role in [("w-b", "worker"), ("w-a", "worker"), ("m", "master"), ("w-c", "worker")]:
-        node_db.register(
+        membership.register(
             db, node_id=node_id, role=role, hostname="h", pid=1, instance_id=node_id, version="t", api_url="",
             alive_window=60,
         )  # fmt: skip

@@ -12,8 +12,8 @@ from typing import Any
 
 from aiohttp import web
 
+from aifactory.collect import frontier as frontier_db
 from aifactory.db import Database
-from aifactory.db import frontier as frontier_db
 from tests.collect.harness import crawl, crawl_settings, frontier_rows, page_rows
 from tests.collect.sites import SiteServer, links, page, text
 

@@ -6,9 +6,9 @@ import threading
 
 import sqlalchemy as sa
 
+from aifactory.collect import frontier as f
 from aifactory.collect.urls import origin_of, shard_of
 from aifactory.db import Database
-from aifactory.db import frontier as f
 from aifactory.db.schema import frontier, hosts
 
 

@@ -7,28 +7,28 @@ import socket
 import threading
 from typing import Any
 
+from aifactory.cluster import engine_state, membership
+from aifactory.cluster.context import EngineContext
+from aifactory.cluster.registry import EngineSpec, available_engines
+from aifactory.cluster.runner import run_engine
 from aifactory.dataset import engine as dataset_engine
 from aifactory.dataset import tokenizer as tokenizers
 from aifactory.dataset.shards import generation_dir, load_manifest
-from aifactory.db import engines as engine_db
 from aifactory.db import events
-from aifactory.db import nodes as node_db
 from aifactory.db.database import Database
 from aifactory.db.schema import frontier
-from aifactory.engine import EngineContext, EngineSpec, run_engine
-from aifactory.engines import available_engines
+from tests.conftest import wait_for
 from tests.dataset.helpers import add_documents, add_texts, real_texts, small_settings
-from tests.test_node import wait_for
 
 NODE = "dataset-node"
 
 
 def context(make_settings: Any, db: Database, **overrides: Any) -> EngineContext:
-    node_db.register(
+    membership.register(
         db, node_id=NODE, role="master", hostname=socket.gethostname(), pid=os.getpid(),
         instance_id="test", version="test", api_url="", alive_window=5,
     )  # fmt: skip
-    engine_db.ensure(db, NODE, ["dataset"])
+    engine_state.ensure(db, NODE, ["dataset"])
     return EngineContext(
         small_settings(make_settings, db, **overrides), db, NODE, "dataset", threading.Event()
     )
@@ -36,7 +36,7 @@ def context(make_settings: Any, db: Database, **overrides: Any) -> EngineContext
 
 def phase(ctx: EngineContext) -> tuple[str, str]:
     ctx.flush()
-    row = engine_db.load(ctx.db, NODE, "dataset")
+    row = engine_state.load(ctx.db, NODE, "dataset")
     return row["phase"], row["detail"]
 
 

@@ -17,8 +17,8 @@ from aifactory.dataset.source import ShardSource, open_source
 from aifactory.dataset.tokenizer import Tokenizer
 from aifactory.db import policies as policy_db
 from aifactory.db.database import Database
+from aifactory.db.policies import Policy
 from aifactory.settings import Settings
-from aifactory.text.policies import Policy
 from aifactory.train.batches import BatchSource, SourceUnavailable
 from tests.dataset.helpers import (
     add_documents,

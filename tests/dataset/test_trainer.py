@@ -8,13 +8,14 @@ import socket
 import threading
 from typing import Any
 
+from aifactory.cluster import engine_state, membership
+from aifactory.cluster.context import EngineContext
+from aifactory.cluster.registry import EngineSpec
+from aifactory.cluster.runner import run_engine
 from aifactory.dataset.builder import build
 from aifactory.dataset.source import open_source
 from aifactory.dataset.tokenizer import Tokenizer
-from aifactory.db import engines as engine_db
-from aifactory.db import nodes as node_db
 from aifactory.db.database import Database
-from aifactory.engine import EngineContext, EngineSpec, run_engine
 from aifactory.settings import Settings
 from aifactory.train import metrics
 from aifactory.train.checkpoint import CheckpointStore
@@ -22,8 +23,8 @@ from aifactory.train.cycle import Evaluation
 from aifactory.train.engine import checkpoint_dir, metric_row, run_trainer
 from aifactory.train.runtime import setup_runtime
 from aifactory.train.trainer import Trainer
+from tests.conftest import wait_for
 from tests.dataset.helpers import SMALL
-from tests.test_node import wait_for
 from tests.train.tiny import TINY
 
 
@@ -79,11 +80,11 @@ def test_the_trainer_engine_trains_on_what_the_dataset_engine_built(
     make_settings: Any, settings: Settings, corpus_db: Database, tokenizer: Tokenizer
 ) -> None:
     build(settings, corpus_db)
-    node_db.register(
+    membership.register(
         corpus_db, node_id="n", role="master", hostname=socket.gethostname(), pid=os.getpid(),
         instance_id="test", version="test", api_url="", alive_window=5,
     )  # fmt: skip
-    engine_db.ensure(corpus_db, "n", ["trainer"])
+    engine_state.ensure(corpus_db, "n", ["trainer"])
     tiny = tiny_on_shards(make_settings, corpus_db)
     stop = threading.Event()
     ctx = EngineContext(tiny, corpus_db, "n", "trainer", stop)

@@ -1,28 +1,14 @@
-"""Counters, events, key/value config and the node command channel, on SQLite and PostgreSQL."""
+"""Counters, events and key/value config, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import threading
 
 import pytest
+import sqlalchemy as sa
 
 from aifactory.db import Database, counters, events, kv
-from aifactory.db import engines as engine_db
-from aifactory.db import nodes as node_db
-
-
-def register(db: Database, node_id: str, role: str = "worker", instance: str = "i1") -> None:
-    node_db.register(
-        db,
-        node_id=node_id,
-        role=role,
-        hostname="h",
-        pid=1,
-        instance_id=instance,
-        version="t",
-        api_url="",
-        alive_window=60,
-    )
+from aifactory.db.schema import counters as counters_table
 
 
 def test_counters_add_up_exactly_under_concurrent_writers(db: Database) -> None:
@@ -67,52 +53,14 @@ def test_key_value_config(db: Database) -> None:
     assert kv.get_value(db, "x") == "2" and kv.get_all(db) == {"x": "2"}
 
 
-def test_commands_are_sequenced_and_acknowledged(db: Database) -> None:
-    register(db, "w1")
-    register(db, "m1", role="master")
-    assert node_db.pending_command(db, "w1") is None
-    assert node_db.send_command(db, "start", role="worker") == 1
-    assert node_db.send_command(db, "stop") == 2
-    command = node_db.pending_command(db, "w1")
-    assert command == node_db.Command("stop", 2)  # the latest wish wins
-    node_db.ack_command(db, "w1", command.seq)
-    assert node_db.pending_command(db, "w1") is None
-    assert node_db.send_command(db, "start", node_id="missing") == 0
-    with pytest.raises(ValueError):
-        node_db.send_command(db, "reboot")
-
-
-def test_heartbeat_ages_are_measured_on_the_database_clock(db: Database) -> None:
-    register(db, "w1")
-    assert node_db.heartbeat(db, "w1", "i1", status="running", cpu_percent=1.0, ram_percent=2.0)
-    row = node_db.list_nodes(db, offline_after=60)[0]
-    assert row["online"] and 0 <= row["heartbeat_age"] < 5
-    assert node_db.active_node_ids(db, window=60, roles=("worker",)) == ["w1"]
-    # a heartbeat from a process that lost the node id is refused
-    assert not node_db.heartbeat(db, "w1", "someone-else", status="idle", cpu_percent=0, ram_percent=0)
-
-
-def test_a_live_node_id_cannot_be_claimed_twice(db: Database) -> None:
-    register(db, "w1", instance="first")
-    with pytest.raises(node_db.NodeConflict, match="already running"):
-        register(db, "w1", instance="second")
-    node_db.mark_stopped(db, "w1", "first")
-    register(db, "w1", instance="second")  # after a clean stop the id is free again
-
-
-def test_deleting_stale_nodes_removes_their_engine_rows(db: Database) -> None:
-    register(db, "old")
-    engine_db.ensure(db, "old", ["collector"])
+def test_each_node_adds_to_its_own_rows_and_reads_sum_them(db: Database) -> None:
+    """Nodes never wait on each other's counter rows: each writes (name, node) rows, reads add them up."""
+    counters.add(db, {"pages": 2, "bytes": 10}, node_id="w1")
     with db.begin() as conn:
-        conn.execute(node_db.nodes.update().values(last_heartbeat=db.now() - 4000))
-    assert node_db.delete_stale(db, older_than=3600, role="master") == []
-    assert node_db.delete_stale(db, older_than=3600) == ["old"]
-    assert engine_db.list_states(db) == []
-
-
-def test_engine_rows_follow_the_engines_a_node_has(db: Database) -> None:
-    register(db, "m1", role="master")
-    engine_db.ensure(db, "m1", ["collector", "trainer"])
-    engine_db.set_desired(db, "m1", "running", engine="trainer")
-    engine_db.ensure(db, "m1", ["trainer", "evaluator"])
-    assert engine_db.desired_states(db, "m1") == {"evaluator": "stopped", "trainer": "running"}
+        counters.add(db, {"pages": 3}, conn, node_id="w2")
+    counters.add(db, {"pages": 1})  # no node: the process's own (db.node_id, "" outside a node)
+    assert counters.get_all(db) == {"bytes": 10, "pages": 6}
+    assert counters.get_all(db, node_id="w2") == {"pages": 3}
+    with db.read() as conn:
+        rows = conn.execute(sa.select(counters_table.c.node_id).where(counters_table.c.name == "pages"))
+        assert sorted(rows.scalars()) == ["", "w1", "w2"]

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from aifactory.collect import frontier as frontier_db
 from aifactory.collect.crawler import Crawler
 from aifactory.collect.engine import seed_urls
 from aifactory.collect.fetch import Fetcher
 from aifactory.db import Database, counters, kv
-from aifactory.db import frontier as frontier_db
 from aifactory.db import policies as policy_db
 from aifactory.db.schema import documents, frontier
 from aifactory.settings import Settings

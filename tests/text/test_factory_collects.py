@@ -8,12 +8,11 @@ from typing import Any
 import sqlalchemy as sa
 from aiohttp import web
 
+from aifactory.cluster import commands, engine_state
+from aifactory.cluster.node import Node
+from aifactory.cluster.registry import available_engines
 from aifactory.db import Database, counters
-from aifactory.db import engines as engine_db
-from aifactory.db import nodes as node_db
 from aifactory.db.schema import documents
-from aifactory.engines import available_engines
-from aifactory.node import Node
 from tests.collect.harness import TEST_CRAWL
 from tests.collect.sites import Handler, SiteServer
 from tests.text import pages
@@ -77,7 +76,7 @@ def test_an_ignited_node_turns_a_site_into_documents(db: Database, make_settings
         node = Node(settings, db, available_engines(), role="master", node_id="m1")
         node.start()
         try:
-            node_db.send_command(db, "start")
+            commands.send_command(db, "start")
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and not settled(db, site):
                 time.sleep(0.3)
@@ -85,7 +84,7 @@ def test_an_ignited_node_turns_a_site_into_documents(db: Database, make_settings
             node.stop(timeout=20)
     docs = stored(db)
     states = {
-        s["engine"]: (s["phase"], s["detail"], s["last_error"][-300:]) for s in engine_db.list_states(db)
+        s["engine"]: (s["phase"], s["detail"], s["last_error"][-300:]) for s in engine_state.list_states(db)
     }
     assert {d["language"] for d in docs.values()} >= {"en", "ja"}, states
     # /copy is /park under another heading: whichever was processed first is kept, the other is a duplicate

@@ -12,11 +12,11 @@ import sqlalchemy as sa
 
 from aifactory.db import Database, counters
 from aifactory.db import policies as policy_db
+from aifactory.db.policies import Policy
 from aifactory.db.schema import document_removals, documents, minhash_bands
 from aifactory.sources.wikidump import iter_dump
 from aifactory.text import staging
 from aifactory.text.pipeline import PipelineConfig, RawDocument, analyze_many, store
-from aifactory.text.policies import Policy
 from tests.text import pages
 
 CONFIG = PipelineConfig()

@@ -11,15 +11,16 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from aifactory.cluster import engine_state, membership
+from aifactory.cluster.context import EngineContext
+from aifactory.cluster.registry import EngineSpec
+from aifactory.cluster.runner import run_engine
 from aifactory.db import Database, events
-from aifactory.db import engines as engine_db
-from aifactory.db import nodes as node_db
 from aifactory.db.schema import training_metrics
-from aifactory.engine import EngineContext, EngineSpec, run_engine
 from aifactory.train.batches import SourceUnavailable
 from aifactory.train.checkpoint import CheckpointStore
 from aifactory.train.engine import checkpoint_dir, run_trainer
-from tests.test_node import wait_for
+from tests.conftest import wait_for
 from tests.train.tiny import corpus_source, more_text, tiny_settings
 
 NODE = "train-node"
@@ -28,11 +29,11 @@ NODE = "train-node"
 @pytest.fixture
 def engine(db: Database, make_settings) -> Iterator:
     """engine(factory, **settings) starts run_trainer in a thread; returns (stop event, thread, settings)."""
-    node_db.register(
+    membership.register(
         db, node_id=NODE, role="master", hostname=socket.gethostname(), pid=os.getpid(),
         instance_id="test", version="test", api_url="", alive_window=5,
     )  # fmt: skip
-    engine_db.ensure(db, NODE, ["trainer"])
+    engine_state.ensure(db, NODE, ["trainer"])
     started: list[tuple[threading.Event, threading.Thread]] = []
 
     def start(factory, **overrides):
@@ -52,7 +53,7 @@ def engine(db: Database, make_settings) -> Iterator:
 
 
 def phase(db: Database) -> tuple[str, str]:
-    row = engine_db.load(db, NODE, "trainer")
+    row = engine_state.load(db, NODE, "trainer")
     return row["phase"], row["detail"]
 
 
@@ -76,7 +77,7 @@ def test_the_engine_trains_in_cycles_records_metrics_and_saves_when_stopped(db: 
     assert phase(db)[0] == "stopped"
     latest = CheckpointStore(checkpoint_dir(settings)).load("latest").meta
     assert latest["step"] >= 25 and latest["step"] == metric_steps(db)[-1]  # nothing trained is lost
-    row = engine_db.load(db, NODE, "trainer")
+    row = engine_state.load(db, NODE, "trainer")
     assert row["counters"]["train_steps"] == latest["step"] and row["counters"]["train_cycles"] >= 2
     assert any(m.startswith("training 2L 4H/2kv 32d vocab 256") and "new model" in m for m in messages(db))
     with db.read() as conn:
@@ -139,7 +140,7 @@ def test_an_unloadable_checkpoint_is_an_error_on_the_dashboard_not_a_fresh_start
     latest = store.pointer("latest")
     stop, thread, _ = engine(lambda s: corpus_source())
     thread.join(60)
-    row = engine_db.load(db, NODE, "trainer")
+    row = engine_state.load(db, NODE, "trainer")
     assert row["phase"] == "error"
     assert f"{latest / 'model.safetensors'} is truncated or corrupt" in row["last_error"]
     assert store.pointer("latest") == latest and Path(latest).exists()  # nothing was overwritten

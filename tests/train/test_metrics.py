@@ -5,9 +5,9 @@ from __future__ import annotations
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from aifactory.cluster.node import Node
 from aifactory.db import Database
 from aifactory.db.schema import training_metrics
-from aifactory.node import Node
 from aifactory.train import metrics
 from aifactory.train.metrics import MetricRow, MetricsWriter
 from aifactory.web.app import create_app

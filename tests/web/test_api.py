@@ -2,54 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Iterator
 
-import httpx
-import pytest
-import uvicorn
-
+from aifactory.cluster import engine_state, membership
 from aifactory.db import Database, counters
-from aifactory.db import engines as engine_db
-from aifactory.db import nodes as node_db
-from aifactory.node import Node
-from aifactory.web.app import create_app
-from aifactory.web.context import AppContext
-from tests.conftest import free_port
-from tests.sample_engines import TICKER
-from tests.test_node import wait_for
-
-TOKEN = "correct horse battery staple"
-
-
-@pytest.fixture
-def serve(db: Database, make_settings) -> Iterator[Callable[..., tuple[httpx.Client, Node]]]:
-    """Start the app on a real server; `serve(admin_api_token=...)` returns a client and the node."""
-    running: list[tuple[uvicorn.Server, threading.Thread, Node, httpx.Client]] = []
-
-    def start(**overrides: object) -> tuple[httpx.Client, Node]:
-        settings = make_settings(database_url=db.url, **overrides)
-        node = Node(settings, db, [TICKER], role="master", node_id="api-node")
-        node.start()
-        port = free_port()
-        config = uvicorn.Config(
-            create_app(AppContext(settings, db, node)), host="127.0.0.1", port=port, log_level="warning"
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        wait_for(lambda: server.started, timeout=10, what="uvicorn to start")
-        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
-        running.append((server, thread, node, client))
-        return client, node
-
-    yield start
-    for server, thread, node, client in running:
-        client.close()
-        server.should_exit = True
-        thread.join(10)
-        node.stop(timeout=10)
+from tests.conftest import wait_for
 
 
 def test_status_shows_node_engines_counters_and_events(db: Database, serve) -> None:
@@ -102,32 +59,18 @@ def test_unknown_node_and_engine_are_404(serve) -> None:
 def test_one_engine_and_one_node_can_be_controlled(db: Database, serve) -> None:
     client, _ = serve()
     assert client.post("/api/engines/ticker/control", json={"action": "start"}).status_code == 200
-    wait_for(lambda: (engine_db.load(db, "api-node", "ticker") or {}).get("phase") == "running", what="run")
+    wait_for(
+        lambda: (engine_state.load(db, "api-node", "ticker") or {}).get("phase") == "running", what="run"
+    )
     assert client.post("/api/nodes/api-node/control", json={"action": "stop"}).status_code == 200
-    wait_for(lambda: (engine_db.load(db, "api-node", "ticker") or {}).get("phase") == "stopped", what="stop")
-
-
-def test_admin_token_protects_every_state_changing_call(serve) -> None:
-    client, _ = serve(admin_api_token=TOKEN)
-    calls = [
-        ("/api/control", {"action": "stop"}),
-        ("/api/nodes/control-all", {"action": "stop"}),
-        ("/api/nodes/api-node/control", {"action": "stop"}),
-        ("/api/nodes/cleanup-stale", {"older_than_sec": 600}),
-        ("/api/engines/ticker/control", {"action": "stop"}),
-    ]
-    for path, body in calls:
-        assert client.post(path, json=body).status_code == 401, path
-        assert client.post(path, json=body, headers={"x-admin-token": "wrong"}).status_code == 401, path
-        assert client.post(path, json=body, headers={"x-admin-token": TOKEN}).status_code == 200, path
-    assert client.post("/api/control", params={"token": TOKEN}, json={"action": "stop"}).status_code == 401
-    assert client.get("/api/status").status_code == 200  # reading needs no token
-    assert client.get("/api/runtime-config").json()["admin_token_required"] is True
+    wait_for(
+        lambda: (engine_state.load(db, "api-node", "ticker") or {}).get("phase") == "stopped", what="stop"
+    )
 
 
 def test_nodes_list_and_cleanup_of_stale_nodes(db: Database, serve) -> None:
     client, _ = serve()
-    node_db.register(
+    membership.register(
         db,
         node_id="ghost",
         role="worker",
@@ -140,8 +83,8 @@ def test_nodes_list_and_cleanup_of_stale_nodes(db: Database, serve) -> None:
     )
     with db.begin() as conn:  # its last heartbeat was two hours ago
         conn.execute(
-            node_db.nodes.update()
-            .where(node_db.nodes.c.node_id == "ghost")
+            membership.nodes.update()
+            .where(membership.nodes.c.node_id == "ghost")
             .values(last_heartbeat=db.now() - 7200)
         )
     nodes = {n["node_id"]: n for n in client.get("/api/nodes").json()["nodes"]}
@@ -149,7 +92,7 @@ def test_nodes_list_and_cleanup_of_stale_nodes(db: Database, serve) -> None:
     assert "ghost" not in nodes  # older than NODE_LIST_WINDOW_HOURS
     reply = client.post("/api/nodes/cleanup-stale", json={"older_than_sec": 600}).json()
     assert reply == {"status": "ok", "deleted": 1, "node_ids": ["ghost"]}
-    assert not node_db.exists(db, "ghost") and node_db.exists(db, "api-node")
+    assert not membership.exists(db, "ghost") and membership.exists(db, "api-node")
 
 
 def test_runtime_config_shows_the_auto_tune_profile(serve) -> None:

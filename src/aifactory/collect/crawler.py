@@ -24,6 +24,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from aifactory.autotune import resolve_profile
+from aifactory.collect import frontier as frontier_db
 from aifactory.collect import robots as robots_rules
 from aifactory.collect.decode import decode_body
 from aifactory.collect.fetch import Fetcher, FetchError, Response
@@ -32,7 +33,6 @@ from aifactory.collect.sink import FetchedPage, PageSink, PageStore
 from aifactory.collect.urls import default_scope, directory_scope, in_scope
 from aifactory.collect.writer import Result, ResultWriter, store
 from aifactory.db import Database
-from aifactory.db import frontier as frontier_db
 from aifactory.settings import Settings
 
 log = logging.getLogger("aifactory.crawl")

@@ -18,11 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from aifactory.cluster import membership
+from aifactory.cluster.context import EngineContext
+from aifactory.collect import frontier as frontier_db
 from aifactory.collect.crawler import Crawler
 from aifactory.collect.urls import default_scope, directory_scope, normalize_url
-from aifactory.db import frontier as frontier_db
-from aifactory.db import nodes as node_db
-from aifactory.engine import EngineContext
 from aifactory.settings import Settings
 from aifactory.text import staging
 
@@ -61,7 +61,7 @@ def plan_cycle(ctx: EngineContext) -> tuple[tuple[int, int] | None, int, int]:
     only when it is alone, so a single-node factory still works)."""
     s = ctx.settings
     roles = ("master", "worker") if s.collection_include_master else ("worker",)
-    active = node_db.active_node_ids(ctx.db, window=s.collection_node_window_sec, roles=roles)
+    active = membership.active_node_ids(ctx.db, window=s.collection_node_window_sec, roles=roles)
     if not s.collection_include_master and s.system_role == "master" and active:
         return None, 0, len(active)
     if ctx.node_id not in active:  # not registered yet (first heartbeat pending), or a lone master

@@ -19,10 +19,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from aifactory.collect import frontier as frontier_db
 from aifactory.collect.crawler import Crawler
 from aifactory.collect.urls import default_scope, normalize_url, origin_of
 from aifactory.db import Database
-from aifactory.db import frontier as frontier_db
 from aifactory.settings import Settings
 
 MAX_IDLE_WAIT_SEC = 60.0  # wait this long at most for hosts that are backing off before giving up

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from aifactory.collect import frontier as frontier_db
 from aifactory.collect.links import parse_page
 from aifactory.collect.robots import meta_nofollow, meta_optouts
 from aifactory.collect.sink import FetchedPage, PageSink
 from aifactory.collect.urls import in_scope, is_trap, normalize_url
 from aifactory.db import counters
-from aifactory.db import frontier as frontier_db
 from aifactory.db.database import Database
 from aifactory.settings import Settings
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import bisect
 import errno
-import multiprocessing
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from aifactory.autotune import cpu_cores
+from aifactory.cluster import lifeline
 from aifactory.dataset import DatasetError, corpus, records, rules
 from aifactory.dataset import tokenizer as tokenizers
 from aifactory.dataset.encode import EncodedChunk, Encoder, encode_in_worker, init_worker
@@ -195,13 +195,8 @@ class Encoding:
         bos = tokenizer.bos_id if tokenizer.info.add_bos else None
         args = (str(tokenizer.model_path), bos, tokenizer.eos_id, tokenizer.dtype.name)
         if workers > 1:
-            self.pool = ProcessPoolExecutor(
-                max_workers=workers,
-                # spawn, not fork: the node that runs the builder holds threads and database connections
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=init_worker,
-                initargs=(db.url, *args),
-            )
+            # Spawned workers that end with their node, however it ends (see cluster.lifeline).
+            self.pool = lifeline.process_pool(workers, initializer=init_worker, initargs=(db.url, *args))
         else:
             self.local = Encoder(db, *args)
 

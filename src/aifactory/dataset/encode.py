@@ -77,7 +77,9 @@ _worker: Encoder | None = None
 def init_worker(db_url: str, model_path: str, bos_id: int | None, eos_id: int, dtype: str) -> None:
     """ProcessPoolExecutor initializer: one database connection and one tokenizer per process."""
     global _worker
-    _worker = Encoder(Database(db_url, pool_size=1), model_path, bos_id, eos_id, dtype)
+    # A single-threaded process: one connection, no overflow (a pool of workers would otherwise open
+    # up to a dozen connections each at the database server).
+    _worker = Encoder(Database(db_url, pool_size=1, max_overflow=0), model_path, bos_id, eos_id, dtype)
 
 
 def encode_in_worker(ids: list[int]) -> EncodedChunk:

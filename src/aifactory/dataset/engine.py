@@ -18,10 +18,10 @@ import math
 import time
 
 from aifactory.autotune import resolve_profile
+from aifactory.cluster.context import EngineContext
 from aifactory.dataset import DatasetError, corpus, records
 from aifactory.dataset import tokenizer as tokenizers
 from aifactory.dataset.builder import BuildProgress, Gaps, build, open_manifest, pending
-from aifactory.engine import EngineContext
 from aifactory.settings import Settings
 
 ERROR_BACKOFF_SEC = 600.0  # after a failed build (disk full...), try again this much later

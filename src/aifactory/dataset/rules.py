@@ -14,8 +14,8 @@ import re
 
 import numpy as np
 
+from aifactory.db.policies import Policy, resolve
 from aifactory.settings import Settings
-from aifactory.text.policies import Policy, resolve
 
 _PART_SUFFIX = re.compile(r"#part-\d+$")
 

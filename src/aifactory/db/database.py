@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from aifactory.settings import mask_url
+
+_PG_CONNECT_ARGS = {"connect_timeout": 10, "application_name": "aifactory"}
 
 
 class DatabaseError(Exception):
@@ -45,8 +46,13 @@ class Database:
     `db.read()` gives a connection for reads that never blocks writers.
     """
 
-    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+    def __init__(self, url: str, *, pool_size: int = 5, max_overflow: int | None = None) -> None:
+        """`pool_size` connections stay open; `max_overflow` more (default: as many again) at peak. A
+        single-threaded process (an encoder, a pool worker) passes pool_size=1, max_overflow=0."""
         self.url = url
+        # The node this process runs as (set when the node starts): counters it adds go to its rows.
+        self.node_id = ""
+        overflow = pool_size if max_overflow is None else max_overflow
         self.display_url = mask_url(url)
         self.backend = "postgresql" if url.startswith(("postgres", "postgresql")) else "sqlite"
         path = sqlite_path(url)
@@ -58,7 +64,7 @@ class Database:
                 url,
                 connect_args={"check_same_thread": False, "timeout": 30, "isolation_level": None},
                 pool_size=pool_size,
-                max_overflow=10,
+                max_overflow=overflow,
             )
             sa.event.listen(self.engine, "connect", _sqlite_on_connect)
             sa.event.listen(self.engine, "begin", _sqlite_on_begin)
@@ -66,10 +72,10 @@ class Database:
             self.engine = sa.create_engine(
                 sqlalchemy_url(url),
                 pool_size=pool_size,
-                max_overflow=10,
+                max_overflow=overflow,
                 pool_pre_ping=True,
                 pool_recycle=1800,
-                connect_args={"connect_timeout": 10, "application_name": "aifactory"},
+                connect_args=_PG_CONNECT_ARGS,
             )
         self.sqlite_path = path
 
@@ -97,6 +103,24 @@ class Database:
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
             raise DatabaseError(f"cannot connect to database {self.display_url}: {reason}") from None
 
+    def dedicated(self, application_name: str = "aifactory") -> Connection:
+        """A PostgreSQL connection of its own (not from the pool), in autocommit mode, for a session-level
+        lock held as long as the process lives. TCP keepalives let the server notice a dead client (power
+        cut, cable) within a minute instead of hours, so its locks are released."""
+        engine = sa.create_engine(
+            sqlalchemy_url(self.url),
+            poolclass=sa.pool.NullPool,
+            connect_args={
+                **_PG_CONNECT_ARGS,
+                "application_name": application_name[:63],
+                "keepalives": 1,
+                "keepalives_idle": 10,
+                "keepalives_interval": 5,
+                "keepalives_count": 3,
+            },
+        )
+        return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+
     def dispose(self) -> None:
         self.engine.dispose()
 
@@ -122,6 +146,10 @@ class Database:
 
         `update(excluded)` returns the columns to set on conflict (`excluded` is the row that failed to
         insert); by default every non-key column given is overwritten. An empty dict means DO NOTHING."""
+        # Imported here: the PostgreSQL dialect package loads every driver's module (a quick
+        # `aifactory status` on SQLite never needs them).
+        from sqlalchemy.dialects import postgresql, sqlite
+
         dialect = postgresql if self.backend == "postgresql" else sqlite
         stmt = dialect.insert(table).values(**values)
         if update is None:

@@ -34,6 +34,9 @@ nodes = sa.Table(
     sa.Column("ram_percent", sa.Float),
     sa.Column("api_url", sa.String(255), nullable=False, server_default=""),
     sa.Column("profile", sa.JSON),
+    # The node process's start time on its own host (psutil): with hostname and pid it tells whether
+    # the process that holds the row is still alive, so a restart after kill -9 is accepted at once.
+    sa.Column("process_started", sa.Float),
 )
 
 engine_state = sa.Table(
@@ -65,10 +68,12 @@ events = sa.Table(
     sa.Column("message", sa.Text, nullable=False),
 )
 
+# One row per (counter, node): nodes never wait on each other's row locks; readers sum by name.
 counters = sa.Table(
     "counters",
     metadata,
     sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("node_id", sa.String(128), primary_key=True, server_default=""),
     sa.Column("value", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("updated_at", sa.Float),
 )

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from aifactory.collect import frontier as frontier_db
 from aifactory.collect.fetch import Fetcher, FetchError, Response
 from aifactory.collect.urls import directory_scope, normalize_url
 from aifactory.db import counters, kv
-from aifactory.db import frontier as frontier_db
 from aifactory.db.database import Database
 from aifactory.db.schema import system_config
 from aifactory.settings import Settings

@@ -15,9 +15,9 @@ from urllib.parse import quote
 
 import sqlalchemy as sa
 
+from aifactory.collect import frontier as frontier_db
 from aifactory.collect.fetch import FetchError
 from aifactory.collect.urls import normalize_url, origin_of
-from aifactory.db import frontier as frontier_db
 from aifactory.db.database import Database
 from aifactory.db.schema import hosts, system_config
 from aifactory.settings import Settings

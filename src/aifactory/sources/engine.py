@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 
+from aifactory.cluster.context import EngineContext
 from aifactory.collect.engine import plan_cycle
 from aifactory.collect.fetch import Fetcher
 from aifactory.db import policies as policy_db
-from aifactory.engine import EngineContext
 from aifactory.sources.arxiv import poll_arxiv
 from aifactory.sources.common import SourceRun, record_counts
 from aifactory.sources.discovery import poll_search

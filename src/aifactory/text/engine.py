@@ -8,28 +8,28 @@ documents in the transaction that removes the pages from staging.
 from __future__ import annotations
 
 import concurrent.futures
-import multiprocessing
 import time
 from collections import Counter
 from concurrent.futures import Executor
 
 from aifactory.autotune import cpu_cores
+from aifactory.cluster import lifeline
+from aifactory.cluster.context import EngineContext
 from aifactory.db import Database
 from aifactory.db import policies as policy_db
-from aifactory.engine import EngineContext
+from aifactory.db.policies import Policy
 from aifactory.settings import Settings
 from aifactory.sources.discovery import discover_from_documents
 from aifactory.text import staging
 from aifactory.text.pipeline import PipelineConfig, analyze_many, store
-from aifactory.text.policies import Policy
 
 BATCH = 32
 POLICY_REFRESH_SEC = 30.0  # policies changed from the dashboard reach every node within this
 
 
 def make_pool(workers: int | None = None) -> concurrent.futures.ProcessPoolExecutor:
-    workers = workers or max(1, cpu_cores() - 1)
-    return concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    """The pipeline's workers; they end with the node however it ends (see cluster.lifeline)."""
+    return lifeline.process_pool(workers or max(1, cpu_cores() - 1))
 
 
 def process_batch(

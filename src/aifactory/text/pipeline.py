@@ -31,10 +31,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from aifactory.db import counters
+from aifactory.db import policies as policy_rules
 from aifactory.db.database import Database
 from aifactory.db.schema import document_removals, documents, minhash_bands
 from aifactory.settings import Settings
-from aifactory.text import policies as policy_rules
 from aifactory.text.extract import ExtractionTimeout, extract_document
 from aifactory.text.language import detect_language
 from aifactory.text.minhash import MinHasher, similarity

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from aifactory.engine import EngineContext
+from aifactory.cluster.context import EngineContext
 from aifactory.settings import Settings
 from aifactory.train import metrics
 from aifactory.train.batches import BatchSource, SourceUnavailable

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from aifactory.db import Database
-from aifactory.launch import open_database
+from aifactory.db.connect import open_database
 from aifactory.settings import Settings
 from aifactory.train import metrics
 from aifactory.train.batches import SourceUnavailable, TokenArraySource

@@ -1,7 +1,9 @@
 """The FastAPI application: the base API now; the dashboard, chat and model APIs join as routers.
 
 Route handlers that touch the database are plain `def`, so FastAPI runs them in its thread pool and
-the event loop stays free for other requests.
+the event loop stays free for other requests. Every request first passes the Host and body-size
+checks (web/guards.py); read routers are included with `ReadAccess`, admin routers carry `AdminOnly`
+themselves (web/auth.py), and a test makes sure no route escapes both.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from aifactory import __version__
+from aifactory.web.auth import ReadAccess
 from aifactory.web.context import AppContext
+from aifactory.web.guards import RequestGuards
 from aifactory.web.routes import control, datasets, policies, status, training
 
 
@@ -20,9 +24,10 @@ def create_app(ctx: AppContext) -> FastAPI:
         description="Collects web text, trains its own language model continuously, and serves it.",
     )
     app.state.ctx = ctx
-    app.include_router(status.router)
+    app.add_middleware(RequestGuards, settings=ctx.settings)
+    app.include_router(status.open_router)
+    for router in (status.router, training.router, policies.router, datasets.router):
+        app.include_router(router, dependencies=[ReadAccess])
     app.include_router(control.router)
-    app.include_router(training.router)
-    app.include_router(policies.router)
-    app.include_router(datasets.router)
+    app.include_router(policies.admin_router)
     return app

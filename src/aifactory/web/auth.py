@@ -1,32 +1,95 @@
-"""Admin authentication: state-changing calls need the `x-admin-token` header when a token is set."""
+"""Who may call what: the admin token for state-changing calls, the optional read token for reads.
+
+Both travel in the `x-admin-token` header and are declared as OpenAPI security schemes (the "Authorize"
+button of /docs).
+  ADMIN_API_TOKEN   needed by every state-changing route (POST, PUT, PATCH, DELETE). Each admin router
+                    carries `AdminOnly` itself, so a route added to it is protected from the start.
+  ADMIN_READ_TOKEN  when set, needed by every read too (the admin token works as well). For a factory
+                    on a LAN that should not show its data to everyone; use the same value for both to
+                    have one token for everything. Read routers get `ReadAccess` where the app includes
+                    them.
+
+Routes outside both guards must be listed in OPEN_BY_DESIGN with the reason; tests/web/test_auth.py
+walks `app.routes` and fails on any route that is neither guarded nor listed, so a new route cannot
+be left open by accident. The serving routes (/api/generate, /v1/..., /ollama/..., /tokenize,
+/detokenize, /tokenizer_info) are guarded by their own API_KEYS and join this list.
+"""
 
 from __future__ import annotations
 
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request, Security, status
+from fastapi.security import APIKeyHeader
 
 from aifactory.settings import Settings
+
+HEADER = "x-admin-token"
+
+# Paths (exact, or a prefix ending in "/") that are open by design, and why.
+OPEN_BY_DESIGN: dict[str, str] = {
+    "/healthz": "liveness probe for load balancers and scripts; it says only ok or degraded",
+    "/openapi.json": "the API's description, no data",
+    "/docs": "interactive documentation, no data (its calls carry the tokens)",
+    "/docs/oauth2-redirect": "part of the interactive documentation",
+    "/redoc": "documentation, no data",
+}
+
+
+def is_open_by_design(path: str) -> bool:
+    return path in OPEN_BY_DESIGN or any(
+        prefix.endswith("/") and path.startswith(prefix) for prefix in OPEN_BY_DESIGN
+    )
+
+
+admin_scheme = APIKeyHeader(
+    name=HEADER,
+    scheme_name="AdminToken",
+    description="ADMIN_API_TOKEN: needed by every state-changing call when set.",
+    auto_error=False,
+)
+read_scheme = APIKeyHeader(
+    name=HEADER,
+    scheme_name="ReadToken",
+    description="ADMIN_READ_TOKEN (or ADMIN_API_TOKEN): needed by reads when ADMIN_READ_TOKEN is set.",
+    auto_error=False,
+)
 
 
 def admin_token_required(settings: Settings) -> bool:
     return bool(settings.admin_api_token.get_secret_value())
 
 
-def require_admin(
-    request: Request,
-    x_admin_token: Annotated[str | None, Header(description="The ADMIN_API_TOKEN of the factory.")] = None,
-) -> None:
+def _matches(given: str | None, *expected: str) -> bool:
+    # compare_digest takes the same time wherever the first wrong character is.
+    return given is not None and any(
+        token and hmac.compare_digest(given.encode(), token.encode()) for token in expected
+    )
+
+
+def require_admin(request: Request, token: Annotated[str | None, Security(admin_scheme)] = None) -> None:
     expected = request.app.state.ctx.settings.admin_api_token.get_secret_value()
     if not expected:
         return  # no token configured: start-up already refused this unless the server is loopback-only
-    # compare_digest takes the same time wherever the first wrong character is.
-    if x_admin_token is None or not hmac.compare_digest(x_admin_token.encode(), expected.encode()):
+    if not _matches(token, expected):
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED,
-            detail="admin token missing or wrong: send it in the x-admin-token header",
+            detail=f"admin token missing or wrong: send ADMIN_API_TOKEN in the {HEADER} header",
+        )
+
+
+def require_read(request: Request, token: Annotated[str | None, Security(read_scheme)] = None) -> None:
+    settings = request.app.state.ctx.settings
+    read = settings.admin_read_token.get_secret_value()
+    if not read:
+        return
+    if not _matches(token, read, settings.admin_api_token.get_secret_value()):
+        raise HTTPException(
+            status_code=status.HTTP_401_UNAUTHORIZED,
+            detail=f"read token missing or wrong: send ADMIN_READ_TOKEN in the {HEADER} header",
         )
 
 
 AdminOnly = Depends(require_admin)
+ReadAccess = Depends(require_read)

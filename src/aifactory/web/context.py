@@ -8,8 +8,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from aifactory.cluster.node import Node
 from aifactory.db import Database
-from aifactory.node import Node
 from aifactory.settings import Settings
 
 

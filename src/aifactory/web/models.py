@@ -136,6 +136,7 @@ class RuntimeConfig(BaseModel):
     version: str
     database_backend: str
     admin_token_required: bool
+    read_token_required: bool = Field(description="Reads need ADMIN_READ_TOKEN (or the admin token).")
     max_generate_tokens: int
     use_production_model: bool
     auto_tune_realtime: bool

@@ -1,4 +1,5 @@
-"""Ignite/Stop and node management. Every call here changes state, so every call needs admin auth.
+"""Ignite/Stop and node management. Every call here changes state: the router itself requires the
+admin token, so a route added here is protected from the start.
 
 Commands are written to the database; each node (this one included) picks them up on its next
 supervisor tick, which is how one dashboard drives a whole cluster.
@@ -8,9 +9,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException
 
-from aifactory.db import engines as engine_db
+from aifactory.cluster import commands, engine_state, membership
 from aifactory.db import events
-from aifactory.db import nodes as node_db
 from aifactory.web.auth import AdminOnly
 from aifactory.web.context import AppContext, Ctx
 from aifactory.web.models import (
@@ -20,16 +20,13 @@ from aifactory.web.models import (
     ControlResponse,
     EngineControlRequest,
     NodeControlAllRequest,
-    NodeInfo,
-    NodesResponse,
 )
-from aifactory.web.routes.status import engine_status
 
-router = APIRouter(tags=["control"])
+router = APIRouter(tags=["control"], dependencies=[AdminOnly])
 
 
 def _broadcast(ctx: AppContext, action: str, role: str, what: str) -> ControlResponse:
-    count = node_db.send_command(ctx.db, action, role=role)
+    count = commands.send_command(ctx.db, action, role=role)
     events.record(
         ctx.db,
         f"{what}: {action} sent to {count} node(s) (role={role})",
@@ -40,22 +37,22 @@ def _broadcast(ctx: AppContext, action: str, role: str, what: str) -> ControlRes
     return ControlResponse(message=f"{action} sent to {count} node(s)", nodes=count)
 
 
-@router.post("/api/control", response_model=ControlResponse, dependencies=[AdminOnly])
+@router.post("/api/control", response_model=ControlResponse)
 def control(body: ControlRequest, ctx: Ctx) -> ControlResponse:
     """Ignite (start) or Stop every engine on every node."""
     return _broadcast(ctx, body.action, "all", "Ignite" if body.action == "start" else "Stop")
 
 
-@router.post("/api/nodes/control-all", response_model=ControlResponse, dependencies=[AdminOnly])
+@router.post("/api/nodes/control-all", response_model=ControlResponse)
 def control_all(body: NodeControlAllRequest, ctx: Ctx) -> ControlResponse:
     """Start or stop every node of a role."""
     return _broadcast(ctx, body.action, body.role, "control-all")
 
 
-@router.post("/api/nodes/cleanup-stale", response_model=CleanupResponse, dependencies=[AdminOnly])
+@router.post("/api/nodes/cleanup-stale", response_model=CleanupResponse)
 def cleanup_stale(body: CleanupStaleRequest, ctx: Ctx) -> CleanupResponse:
     """Forget nodes that have sent no heartbeat for `older_than_sec` seconds."""
-    ids = node_db.delete_stale(ctx.db, older_than=body.older_than_sec, role=body.role)
+    ids = membership.delete_stale(ctx.db, older_than=body.older_than_sec, role=body.role)
     if ids:
         events.record(
             ctx.db, f"removed stale nodes: {', '.join(ids)}", source="api", node_id=ctx.node.node_id
@@ -63,56 +60,25 @@ def cleanup_stale(body: CleanupStaleRequest, ctx: Ctx) -> CleanupResponse:
     return CleanupResponse(deleted=len(ids), node_ids=ids)
 
 
-@router.post("/api/nodes/{node_id}/control", response_model=ControlResponse, dependencies=[AdminOnly])
+@router.post("/api/nodes/{node_id}/control", response_model=ControlResponse)
 def control_node(node_id: str, body: ControlRequest, ctx: Ctx) -> ControlResponse:
     """Start or stop all engines of one node."""
-    if node_db.send_command(ctx.db, body.action, node_id=node_id) == 0:
+    if commands.send_command(ctx.db, body.action, node_id=node_id) == 0:
         raise HTTPException(status_code=404, detail=f"unknown node {node_id!r}")
     events.record(ctx.db, f"{body.action} sent to node {node_id}", source="api", node_id=ctx.node.node_id)
     ctx.node.wake()
     return ControlResponse(message=f"{body.action} sent to node {node_id}", nodes=1)
 
 
-@router.post("/api/engines/{engine}/control", response_model=ControlResponse, dependencies=[AdminOnly])
+@router.post("/api/engines/{engine}/control", response_model=ControlResponse)
 def control_engine(engine: str, body: EngineControlRequest, ctx: Ctx) -> ControlResponse:
     """Start or stop one engine of one node (default: this node)."""
     node_id = body.node_id or ctx.node.node_id
     desired = "running" if body.action == "start" else "stopped"
-    if engine_db.set_desired(ctx.db, node_id, desired, engine=engine) == 0:
+    if engine_state.set_desired(ctx.db, node_id, desired, engine=engine) == 0:
         raise HTTPException(status_code=404, detail=f"node {node_id!r} has no engine {engine!r}")
     events.record(
         ctx.db, f"engine {engine} on {node_id}: {body.action}", source="api", node_id=ctx.node.node_id
     )
     ctx.node.wake()
     return ControlResponse(message=f"engine {engine} on {node_id}: {body.action}", nodes=1)
-
-
-@router.get("/api/nodes", response_model=NodesResponse, tags=["status"])
-def list_nodes(ctx: Ctx) -> NodesResponse:
-    """Nodes seen recently, online or not, with their engines."""
-    settings = ctx.settings
-    states = engine_db.list_states(ctx.db)
-    out = []
-    for row in node_db.list_nodes(
-        ctx.db,
-        offline_after=settings.node_offline_window_sec,
-        list_window_sec=settings.node_list_window_hours * 3600,
-    ):
-        out.append(
-            NodeInfo(
-                node_id=row["node_id"],
-                role=row["role"],
-                hostname=row["hostname"],
-                version=row["version"],
-                status=row["state"],
-                online=row["online"],
-                target_status=row["target_status"],
-                heartbeat_age_sec=row["heartbeat_age"],
-                cpu_percent=row["cpu_percent"],
-                ram_percent=row["ram_percent"],
-                api_url=row["api_url"],
-                is_self=row["node_id"] == ctx.node.node_id,
-                engines=[engine_status(s) for s in states if s["node_id"] == row["node_id"]],
-            )
-        )
-    return NodesResponse(nodes=out)

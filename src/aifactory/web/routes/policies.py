@@ -9,11 +9,12 @@ from pydantic import BaseModel, Field, field_validator
 
 from aifactory.db import events
 from aifactory.db import policies as policy_db
-from aifactory.text.policies import ANY_SOURCE, Policy, normalize_pattern
+from aifactory.db.policies import ANY_SOURCE, Policy, normalize_pattern
 from aifactory.web.auth import AdminOnly
 from aifactory.web.context import Ctx
 
 router = APIRouter(tags=["policies"])
+admin_router = APIRouter(tags=["policies"], dependencies=[AdminOnly])
 
 
 class PolicyItem(BaseModel):
@@ -62,7 +63,7 @@ def list_policies(ctx: Ctx) -> PoliciesResponse:
     return PoliciesResponse(policies=[PolicyRow(**row) for row in policy_db.list_rows(ctx.db)])
 
 
-@router.post("/api/policies", response_model=PolicySaved, dependencies=[AdminOnly])
+@admin_router.post("/api/policies", response_model=PolicySaved)
 def save_policy(body: PolicyItem, ctx: Ctx) -> PolicySaved:
     """Add or change a policy; documents already stored are re-tagged in the background."""
     saved = policy_db.upsert(ctx.db, Policy(**body.model_dump()))

@@ -13,9 +13,8 @@ from fastapi import APIRouter, Request, Response
 
 from aifactory import __version__
 from aifactory.autotune import cpu_cores, resolve_profile
+from aifactory.cluster import engine_state, membership
 from aifactory.db import DatabaseError, counters, events
-from aifactory.db import engines as engine_db
-from aifactory.db import nodes as node_db
 from aifactory.web.auth import admin_token_required
 from aifactory.web.context import Ctx
 from aifactory.web.models import (
@@ -26,13 +25,23 @@ from aifactory.web.models import (
     EventItem,
     Health,
     NodeIdentity,
+    NodeInfo,
+    NodesResponse,
     RuntimeConfig,
     StatusResponse,
     SystemLoad,
 )
 
 router = APIRouter(tags=["status"])
+open_router = APIRouter(tags=["status"])  # open by design (web/auth.py OPEN_BY_DESIGN)
 GIB = 1024**3
+
+
+def short_error(text: str) -> str:
+    """The one-line reason of an engine's last error. Engines store one line; a traceback stored by an
+    older version shows as its last line, the exception itself."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:500] if lines else ""
 
 
 def engine_status(row: dict) -> EngineStatus:
@@ -43,7 +52,7 @@ def engine_status(row: dict) -> EngineStatus:
         phase=row["phase"],
         detail=row["detail"],
         counters=row["counters"] or {},
-        last_error=row["last_error"],
+        last_error=short_error(row["last_error"]),
         restarts=row["restarts"],
         updated_at=row["updated_at"],
     )
@@ -68,9 +77,9 @@ def index(request: Request, ctx: Ctx) -> ApiIndex:
 @router.get("/api/status", response_model=StatusResponse)
 def get_status(ctx: Ctx) -> StatusResponse:
     """Phase of every engine, running counters, this node's identity and the latest events."""
-    node_rows = node_db.list_nodes(ctx.db, offline_after=ctx.settings.node_offline_window_sec)
+    node_rows = membership.list_nodes(ctx.db, offline_after=ctx.settings.node_offline_window_sec)
     online = {row["node_id"] for row in node_rows if row["online"]}
-    engines = [engine_status(row) for row in engine_db.list_states(ctx.db)]
+    engines = [engine_status(row) for row in engine_state.list_states(ctx.db)]
     memory = psutil.virtual_memory()
     return StatusResponse(
         node=NodeIdentity(
@@ -109,6 +118,7 @@ def runtime_config(ctx: Ctx) -> RuntimeConfig:
         version=__version__,
         database_backend=ctx.db.backend,
         admin_token_required=admin_token_required(ctx.settings),
+        read_token_required=bool(ctx.settings.admin_read_token.get_secret_value()),
         max_generate_tokens=profile.max_generate_tokens,
         use_production_model=ctx.settings.use_production_model,
         auto_tune_realtime=ctx.settings.auto_tune_realtime,
@@ -116,7 +126,7 @@ def runtime_config(ctx: Ctx) -> RuntimeConfig:
     )
 
 
-@router.get("/healthz", response_model=Health, responses={503: {"model": Health}})
+@open_router.get("/healthz", response_model=Health, responses={503: {"model": Health}})
 def healthz(ctx: Ctx, response: Response) -> Health:
     """Liveness for load balancers and scripts: 200 when the database answers, else 503."""
     try:
@@ -147,7 +157,7 @@ def metrics(ctx: Ctx) -> Response:
         "# HELP aifactory_engine_running 1 while an engine is asked to run.",
         "# TYPE aifactory_engine_running gauge",
     ]
-    states = engine_db.list_states(ctx.db)
+    states = engine_state.list_states(ctx.db)
     for row in states:
         labels = f'node="{_label(row["node_id"])}",engine="{_label(row["engine"])}"'
         lines.append(f"aifactory_engine_running{{{labels}}} {int(row['desired'] == 'running')}")
@@ -159,7 +169,7 @@ def metrics(ctx: Ctx) -> Response:
         for name, value in sorted((row["counters"] or {}).items()):
             labels = f'node="{_label(row["node_id"])}",engine="{_label(row["engine"])}",name="{_label(name)}"'
             lines.append(f"aifactory_engine_counter{{{labels}}} {float(value)}")
-    node_rows = node_db.list_nodes(ctx.db, offline_after=ctx.settings.node_offline_window_sec)
+    node_rows = membership.list_nodes(ctx.db, offline_after=ctx.settings.node_offline_window_sec)
     lines += [
         "# HELP aifactory_node_online 1 if the node sent a heartbeat recently.",
         "# TYPE aifactory_node_online gauge",
@@ -180,3 +190,34 @@ def metrics(ctx: Ctx) -> Response:
                 f'role="{row["role"]}"}} {row["heartbeat_age"]:.3f}'
             )
     return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+@router.get("/api/nodes", response_model=NodesResponse)
+def list_nodes(ctx: Ctx) -> NodesResponse:
+    """Nodes seen recently, online or not, with their engines."""
+    settings = ctx.settings
+    states = engine_state.list_states(ctx.db)
+    out = []
+    for row in membership.list_nodes(
+        ctx.db,
+        offline_after=settings.node_offline_window_sec,
+        list_window_sec=settings.node_list_window_hours * 3600,
+    ):
+        out.append(
+            NodeInfo(
+                node_id=row["node_id"],
+                role=row["role"],
+                hostname=row["hostname"],
+                version=row["version"],
+                status=row["state"],
+                online=row["online"],
+                target_status=row["target_status"],
+                heartbeat_age_sec=row["heartbeat_age"],
+                cpu_percent=row["cpu_percent"],
+                ram_percent=row["ram_percent"],
+                api_url=row["api_url"],
+                is_self=row["node_id"] == ctx.node.node_id,
+                engines=[engine_status(s) for s in states if s["node_id"] == row["node_id"]],
+            )
+        )
+    return NodesResponse(nodes=out)

@@ -1,8 +1,10 @@
 """Per-node engine state: what the user wants each engine to do, and what it reports doing.
 
 `desired` is written by Ignite/Stop and by per-engine control; it survives restarts, so a node that
-comes back resumes the engines that were running. `phase`, `detail` and `counters` are reported by
-the engine itself for the dashboard.
+comes back resumes the engines that were running. A node's new engines (a node that joins, an engine
+added by an upgrade) start from the cluster's target instead, so they follow an Ignite sent before
+they existed. `phase`, `detail` and `counters` are reported by the engine itself for the dashboard;
+`last_error` is a one-line reason (the traceback is in the node's log).
 """
 
 from __future__ import annotations
@@ -17,19 +19,23 @@ from aifactory.db.schema import engine_state
 DESIRED = ("running", "stopped")
 
 
-def ensure(db: Database, node_id: str, names: list[str]) -> None:
-    """Create rows for this node's engines and drop rows of engines it no longer has."""
+def ensure(
+    db: Database, node_id: str, names: list[str], desired: str | dict[str, str] = "stopped"
+) -> list[str]:
+    """Create rows for this node's engines (wanting `desired`, one value or one per engine) and drop
+    rows of engines it no longer has; returns the engines created."""
     with db.begin() as conn:
         existing = set(
             conn.execute(sa.select(engine_state.c.engine).where(engine_state.c.node_id == node_id)).scalars()
         )
-        for name in names:
-            if name not in existing:
-                conn.execute(
-                    engine_state.insert().values(
-                        node_id=node_id, engine=name, counters={}, updated_at=db.now()
-                    )
+        created = [name for name in names if name not in existing]
+        for name in created:
+            want = desired if isinstance(desired, str) else desired.get(name, "stopped")
+            conn.execute(
+                engine_state.insert().values(
+                    node_id=node_id, engine=name, desired=want, counters={}, updated_at=db.now()
                 )
+            )
         gone = existing - set(names)
         if gone:
             conn.execute(
@@ -37,6 +43,7 @@ def ensure(db: Database, node_id: str, names: list[str]) -> None:
                     engine_state.c.node_id == node_id, engine_state.c.engine.in_(gone)
                 )
             )
+    return created
 
 
 def set_desired(db: Database, node_id: str, desired: str, engine: str | None = None) -> int:

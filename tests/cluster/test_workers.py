@@ -9,22 +9,20 @@ from pathlib import Path
 import httpx
 import pytest
 
+from aifactory.cluster import engine_state, membership
 from aifactory.db import Database
-from aifactory.db import engines as engine_db
-from aifactory.db import nodes as node_db
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for
 from tests.processes import start_factory, start_worker, stop
-from tests.test_node import wait_for
 
 pytestmark = pytest.mark.postgres
 
 
 def online(db: Database) -> dict[str, dict]:
-    return {row["node_id"]: row for row in node_db.list_nodes(db, offline_after=2.0) if row["online"]}
+    return {row["node_id"]: row for row in membership.list_nodes(db, offline_after=2.0) if row["online"]}
 
 
 def ticker_state(db: Database, node_id: str) -> dict:
-    return engine_db.load(db, node_id, "ticker") or {}
+    return engine_state.load(db, node_id, "ticker") or {}
 
 
 def test_master_api_drives_two_worker_processes(pg_url: str, tmp_path: Path) -> None:
@@ -70,7 +68,7 @@ def test_master_api_drives_two_worker_processes(pg_url: str, tmp_path: Path) -> 
         # A clean stop marks the node stopped; a killed node goes stale and shows offline.
         output = stop(workers["w1"], signal.SIGTERM)
         assert workers["w1"].returncode == 0, output
-        assert {n["node_id"]: n for n in node_db.list_nodes(db, offline_after=2.0)}["w1"][
+        assert {n["node_id"]: n for n in membership.list_nodes(db, offline_after=2.0)}["w1"][
             "status"
         ] == "stopped"
         stop(workers["w2"], signal.SIGKILL)

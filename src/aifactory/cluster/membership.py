@@ -1,33 +1,76 @@
-"""Cluster membership and the command channel between the dashboard and the nodes.
+"""Cluster membership: each node owns one row of `nodes`, claimed at start and kept fresh by heartbeats.
 
-Each node owns one row: it writes its heartbeat (with the database's clock) and reads commands from
-it. A command is `target_status` plus an increasing `command_seq`; the node applies a command once and
-acknowledges it by copying the sequence number to `applied_seq`, so a `start` sent to a running node
-is not replayed later, and a command sent while a node was down is applied when it comes back.
+A node is online while its heartbeat (written with the database's clock) is younger than the offline
+window. A second process under the same node id is refused while the first lives; "lives" is decided
+by the pid when both are on the same host (a restart after kill -9 or the OOM killer is accepted at
+once, however fresh the dead process's heartbeat), and by the heartbeat's age across hosts.
 """
 
 from __future__ import annotations
 
+import socket
+import uuid
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
+import psutil
 import sqlalchemy as sa
 
 from aifactory.db.database import Database
 from aifactory.db.schema import engine_state, nodes
+from aifactory.settings import Settings
 
-ACTIONS = ("start", "stop")
 ROLES = ("master", "worker")
 
 
 class NodeConflict(Exception):
-    """Another live process already runs under this node id."""
+    """Another live process already runs under this node id (or holds the master lease)."""
 
 
 @dataclass(frozen=True)
-class Command:
-    action: str
-    seq: int
+class Registration:
+    took_over: str = ""  # a description of the dead process whose row was taken over, if any
+
+
+def resolve_node_id(settings: Settings, role: str) -> str:
+    """NODE_ID if set; else an id generated once and kept in DATA_DIR, so a restart keeps its identity."""
+    if settings.node_id:
+        return settings.node_id
+    path = Path(settings.data_dir) / f"node_id_{role}"
+    if path.exists():
+        stored = path.read_text().strip()
+        if stored:
+            return stored
+    node_id = f"{role}-{socket.gethostname()[:40]}-{uuid.uuid4().hex[:6]}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(node_id + "\n")
+    return node_id
+
+
+def process_started(pid: int) -> float | None:
+    """When process `pid` of this host started (epoch seconds), or None if there is none."""
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def process_alive(pid: int | None, started: float | None) -> bool:
+    """Whether the process `pid` that started at `started` still runs on this host. The start time
+    tells a reused pid (a new process, perhaps our own restart in a container) from the old one."""
+    if pid is None:
+        return False
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        created = process.create_time()
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True  # someone else's process: assume it is the one
+    return started is None or abs(created - started) < 1.0
 
 
 def register(
@@ -41,8 +84,10 @@ def register(
     version: str,
     api_url: str,
     alive_window: float,
-) -> None:
-    """Claim the node's row for this process; refuse if another live process holds it."""
+    started: float | None = None,
+) -> Registration:
+    """Claim the node's row for this process; NodeConflict if another live process holds it."""
+    took_over = ""
     with db.begin() as conn:
         row = conn.execute(
             sa.select(
@@ -50,6 +95,7 @@ def register(
                 nodes.c.status,
                 nodes.c.pid,
                 nodes.c.hostname,
+                nodes.c.process_started,
                 (db.now() - nodes.c.last_heartbeat).label("age"),
             ).where(nodes.c.node_id == node_id)
         ).first()
@@ -60,14 +106,18 @@ def register(
             and row.age is not None
             and row.age < alive_window
         ):
-            raise NodeConflict(
-                f"node {node_id!r} is already running (pid {row.pid} on {row.hostname}, "
-                f"heartbeat {row.age:.0f}s ago); stop it first or set another NODE_ID"
-            )
+            if row.hostname == hostname and not process_alive(row.pid, row.process_started):
+                took_over = f"pid {row.pid}, no longer running, heartbeat {row.age:.0f}s ago"
+            else:
+                raise NodeConflict(
+                    f"node {node_id!r} is already running (pid {row.pid} on {row.hostname}, "
+                    f"heartbeat {row.age:.0f}s ago); stop it first or set another NODE_ID"
+                )
         values: dict[str, Any] = {
             "role": role,
             "hostname": hostname,
             "pid": pid,
+            "process_started": started,
             "instance_id": instance_id,
             "version": version,
             "api_url": api_url,
@@ -79,6 +129,7 @@ def register(
             conn.execute(nodes.insert().values(node_id=node_id, **values))
         else:
             conn.execute(nodes.update().where(nodes.c.node_id == node_id).values(**values))
+    return Registration(took_over)
 
 
 def heartbeat(
@@ -90,8 +141,9 @@ def heartbeat(
     cpu_percent: float,
     ram_percent: float,
     profile: dict | None = None,
-) -> bool:
-    """Refresh the node's row; False if another process has taken the node id over."""
+) -> Literal["ok", "taken", "gone"]:
+    """Refresh the node's row: "ok"; "taken" if another process now holds the node id; "gone" if the
+    row was removed (cleaned up as stale while this node was silent)."""
     values: dict[str, Any] = {
         "status": status,
         "cpu_percent": cpu_percent,
@@ -106,7 +158,10 @@ def heartbeat(
             .where(nodes.c.node_id == node_id, nodes.c.instance_id == instance_id)
             .values(**values)
         )
-    return bool(result.rowcount)
+        if result.rowcount:
+            return "ok"
+        held = conn.execute(sa.select(nodes.c.node_id).where(nodes.c.node_id == node_id)).first()
+    return "taken" if held else "gone"
 
 
 def mark_stopped(db: Database, node_id: str, instance_id: str) -> None:
@@ -118,39 +173,16 @@ def mark_stopped(db: Database, node_id: str, instance_id: str) -> None:
         )
 
 
-def send_command(db: Database, action: str, *, node_id: str | None = None, role: str = "all") -> int:
-    """Queue start/stop for one node, or for every node of a role; returns how many nodes got it."""
-    if action not in ACTIONS:
-        raise ValueError(f"unknown action {action!r}")
-    query = nodes.update().values(target_status=action, command_seq=nodes.c.command_seq + 1)
-    if node_id is not None:
-        query = query.where(nodes.c.node_id == node_id)
-    elif role != "all":
-        query = query.where(nodes.c.role == role)
-    with db.begin() as conn:
-        return conn.execute(query).rowcount or 0
-
-
-def pending_command(db: Database, node_id: str) -> Command | None:
-    with db.read() as conn:
-        row = conn.execute(
-            sa.select(nodes.c.target_status, nodes.c.command_seq, nodes.c.applied_seq).where(
-                nodes.c.node_id == node_id
-            )
-        ).first()
-    if row is None or row.command_seq <= row.applied_seq or row.target_status not in ACTIONS:
-        return None
-    return Command(row.target_status, row.command_seq)
-
-
-def ack_command(db: Database, node_id: str, seq: int) -> None:
-    with db.begin() as conn:
-        conn.execute(nodes.update().where(nodes.c.node_id == node_id).values(applied_seq=seq))
-
-
 def exists(db: Database, node_id: str) -> bool:
     with db.read() as conn:
         return conn.execute(sa.select(nodes.c.node_id).where(nodes.c.node_id == node_id)).first() is not None
+
+
+def find_instance(db: Database, instance_id: str) -> dict | None:
+    """The row of the node process with this instance id (which node holds a lease, for messages)."""
+    with db.read() as conn:
+        row = conn.execute(sa.select(nodes).where(nodes.c.instance_id == instance_id)).first()
+    return dict(row._mapping) if row else None
 
 
 def list_nodes(db: Database, *, offline_after: float, list_window_sec: float | None = None) -> list[dict]:
@@ -172,7 +204,8 @@ def list_nodes(db: Database, *, offline_after: float, list_window_sec: float | N
 
 
 def delete_stale(db: Database, *, older_than: float, role: str = "all") -> list[str]:
-    """Forget nodes that have not sent a heartbeat for `older_than` seconds (their engine rows too)."""
+    """Forget nodes that have not sent a heartbeat for `older_than` seconds (their engine rows too).
+    A node that was only silent (a long pause) registers again at its next heartbeat."""
     stale = sa.or_(nodes.c.last_heartbeat.is_(None), db.now() - nodes.c.last_heartbeat > older_than)
     condition = stale if role == "all" else sa.and_(stale, nodes.c.role == role)
     with db.begin() as conn:
