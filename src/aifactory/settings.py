@@ -355,7 +355,11 @@ class Settings(BaseSettings):
 
     # --- tokenizer -------------------------------------------------------------------------------
     train_vocab_size: int = setting(
-        8000, "SentencePiece vocabulary size (also the model's vocabulary).", TOKENIZER, ge=300, le=262144
+        16000,
+        "SentencePiece vocabulary size (also the model's vocabulary); see docs/tokenizer.md.",
+        TOKENIZER,
+        ge=300,
+        le=262144,
     )
     spm_num_threads: Annotated[int | None, BeforeValidator(_empty_is_auto)] = setting(
         None, "Threads for tokenizer training (auto: cores - 1).", TOKENIZER, ge=1, le=1024

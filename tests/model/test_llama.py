@@ -18,6 +18,7 @@ from aifactory.model.config import (
     swiglu_hidden,
 )
 from aifactory.model.llama import KVCache, Transformer
+from aifactory.settings import Settings
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "model.md"
 
@@ -84,8 +85,10 @@ def test_presets_have_the_parameters_their_config_reports(size: str) -> None:
 
 def test_docs_list_each_presets_parameter_count() -> None:
     text = DOCS.read_text()
+    vocab = Settings.model_fields["train_vocab_size"].default
+    assert f"vocabulary {vocab} (the `TRAIN_VOCAB_SIZE` default" in " ".join(text.split())
     for size in PRESETS:
-        count = preset(size, vocab_size=8000).parameter_count()
+        count = preset(size, vocab_size=vocab).parameter_count()
         assert re.search(rf"\| `{size}` \|.*\| {count:,} \|", text), (
             f"docs/model.md: {size} should say {count:,}"
         )
