@@ -7,7 +7,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 # PyTorch's CPU wheel index. pip prefers its 2.13.0+cpu over PyPI's multi-GB CUDA build of the same
-# version, so a machine without an NVIDIA GPU gets the small CPU build.
+# version, so a machine without an NVIDIA GPU gets the small CPU build. Where the index cannot be reached
+# (an offline mirror, a closed network), pip is not sent to retry it for every package.
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS ?=
 LINT_PATHS := src tests $(wildcard benchmarks)
@@ -31,9 +32,12 @@ torch: $(BIN)/python
 		echo "torch already installed"; \
 	elif command -v nvidia-smi >/dev/null 2>&1; then \
 		$(BIN)/pip install "torch==$(TORCH_VERSION)"; \
-	else \
+	elif $(BIN)/python -c "import urllib.request as u; u.urlopen('$(TORCH_CPU_INDEX)/', timeout=5)" 2>/dev/null; then \
 		echo "no NVIDIA GPU found: installing the CPU build of PyTorch"; \
 		$(BIN)/pip install "torch==$(TORCH_VERSION)" --extra-index-url $(TORCH_CPU_INDEX); \
+	else \
+		echo "no NVIDIA GPU found and $(TORCH_CPU_INDEX) unreachable: installing torch==$(TORCH_VERSION) from the configured indexes"; \
+		$(BIN)/pip install "torch==$(TORCH_VERSION)"; \
 	fi
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
