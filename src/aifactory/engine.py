@@ -35,6 +35,9 @@ class EngineSpec:
     description: str = ""
     roles: tuple[str, ...] = ("master",)
     own_process: bool = False
+    # False: started when the node starts and left alone by Ignite/Stop, so it runs whether or not the
+    # factory is collecting and training (the inference engine); only its own control stops it.
+    follows_ignite: bool = True
 
 
 class StopSignal(Protocol):

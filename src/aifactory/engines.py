@@ -45,11 +45,27 @@ def available_engines() -> list[EngineSpec]:
             roles=("master",),
             own_process=True,
         ),
+        EngineSpec(
+            name="inference",
+            run=run_inference,
+            description="Serves the model to the chat and the generation APIs, in its own process; runs "
+            "from the node's start, whether or not Ignite was pressed, and keeps the RAG index up to date.",
+            roles=("master",),
+            own_process=True,
+            follows_ignite=False,
+        ),
     ]
 
 
 def run_trainer(ctx: EngineContext) -> None:
     # Imported here, in the trainer's own process: the web server and workers never load torch.
     from aifactory.train.engine import run
+
+    run(ctx)
+
+
+def run_inference(ctx: EngineContext) -> None:
+    # Its own process too: torch is imported there (once a model exists), never in the web server.
+    from aifactory.serve.server import run
 
     run(ctx)

@@ -64,6 +64,8 @@ class Node:
         self.db = db
         self.role = role or settings.system_role
         self.specs = {spec.name: spec for spec in specs if self.role in spec.roles}
+        # Engines Ignite/Stop leave alone (they run from the node's start until stopped on their own).
+        self.independent = tuple(name for name, spec in self.specs.items() if not spec.follows_ignite)
         self.node_id = node_id or resolve_node_id(settings, self.role)
         self.instance_id = uuid.uuid4().hex[:16]
         self.api_url = api_url
@@ -91,7 +93,7 @@ class Node:
             api_url=self.api_url,
             alive_window=self.settings.node_offline_window_sec,
         )
-        engine_db.ensure(self.db, self.node_id, list(self.specs))
+        engine_db.ensure(self.db, self.node_id, list(self.specs), running=self.independent)
         psutil.cpu_percent(interval=None)  # prime the CPU sampler; its first reading is meaningless
         resumed = [
             name
@@ -147,7 +149,7 @@ class Node:
         command = node_db.pending_command(self.db, self.node_id)
         if command is not None:
             desired = "running" if command.action == "start" else "stopped"
-            engine_db.set_desired(self.db, self.node_id, desired)
+            engine_db.set_desired(self.db, self.node_id, desired, exclude=self.independent)
             node_db.ack_command(self.db, self.node_id, command.seq)
             self.event(f"{'Ignite' if command.action == 'start' else 'Stop'}: all engines {desired}")
         self.reconcile()

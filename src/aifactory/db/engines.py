@@ -17,8 +17,9 @@ from aifactory.db.schema import engine_state
 DESIRED = ("running", "stopped")
 
 
-def ensure(db: Database, node_id: str, names: list[str]) -> None:
-    """Create rows for this node's engines and drop rows of engines it no longer has."""
+def ensure(db: Database, node_id: str, names: list[str], running: tuple[str, ...] = ()) -> None:
+    """Create rows for this node's engines and drop rows of engines it no longer has. A new row of an
+    engine in `running` starts out wanted running (engines that do not wait for Ignite)."""
     with db.begin() as conn:
         existing = set(
             conn.execute(sa.select(engine_state.c.engine).where(engine_state.c.node_id == node_id)).scalars()
@@ -27,7 +28,11 @@ def ensure(db: Database, node_id: str, names: list[str]) -> None:
             if name not in existing:
                 conn.execute(
                     engine_state.insert().values(
-                        node_id=node_id, engine=name, counters={}, updated_at=db.now()
+                        node_id=node_id,
+                        engine=name,
+                        counters={},
+                        updated_at=db.now(),
+                        desired="running" if name in running else "stopped",
                     )
                 )
         gone = existing - set(names)
@@ -39,12 +44,17 @@ def ensure(db: Database, node_id: str, names: list[str]) -> None:
             )
 
 
-def set_desired(db: Database, node_id: str, desired: str, engine: str | None = None) -> int:
+def set_desired(
+    db: Database, node_id: str, desired: str, engine: str | None = None, exclude: tuple[str, ...] = ()
+) -> int:
+    """Set what `engine` (default: every engine of the node but those in `exclude`) should do."""
     if desired not in DESIRED:
         raise ValueError(f"unknown desired state {desired!r}")
     query = engine_state.update().where(engine_state.c.node_id == node_id).values(desired=desired)
     if engine is not None:
         query = query.where(engine_state.c.engine == engine)
+    if exclude:
+        query = query.where(engine_state.c.engine.not_in(exclude))
     with db.begin() as conn:
         return conn.execute(query).rowcount or 0
 

@@ -1,4 +1,4 @@
-"""The FastAPI application: the base API now; the dashboard, chat and model APIs join as routers.
+"""The FastAPI application: the base API and the generation APIs; the dashboard joins as a router.
 
 Route handlers that touch the database are plain `def`, so FastAPI runs them in its thread pool and
 the event loop stays free for other requests.
@@ -9,8 +9,19 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from aifactory import __version__
+from aifactory.web import serving
 from aifactory.web.context import AppContext
-from aifactory.web.routes import control, datasets, policies, status, training
+from aifactory.web.routes import (
+    control,
+    datasets,
+    generate,
+    ollama_api,
+    openai_api,
+    policies,
+    status,
+    tokenize,
+    training,
+)
 
 
 def create_app(ctx: AppContext) -> FastAPI:
@@ -25,4 +36,11 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.include_router(training.router)
     app.include_router(policies.router)
     app.include_router(datasets.router)
+    # The generation APIs (docs/serving.md): open by default, API_KEYS when set (web/auth.py).
+    app.include_router(generate.router)
+    app.include_router(openai_api.router)
+    app.include_router(tokenize.router)
+    app.include_router(ollama_api.router)
+    app.include_router(ollama_api.api)
+    serving.install(app, ctx)
     return app

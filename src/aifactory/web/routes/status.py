@@ -16,6 +16,7 @@ from aifactory.autotune import cpu_cores, resolve_profile
 from aifactory.db import DatabaseError, counters, events
 from aifactory.db import engines as engine_db
 from aifactory.db import nodes as node_db
+from aifactory.web import serving
 from aifactory.web.auth import admin_token_required
 from aifactory.web.context import Ctx
 from aifactory.web.models import (
@@ -179,4 +180,5 @@ def metrics(ctx: Ctx) -> Response:
                 f'aifactory_node_heartbeat_age_seconds{{node="{_label(row["node_id"])}",'
                 f'role="{row["role"]}"}} {row["heartbeat_age"]:.3f}'
             )
+    lines += serving.metrics.render(ctx.settings)  # generation requests, tokens, latency, queue depth
     return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4; charset=utf-8")
