@@ -22,7 +22,7 @@ from aifactory.settings import Settings
 from aifactory.web.app import create_app
 from aifactory.web.context import AppContext
 from tests.conftest import free_port
-from tests.serve.helpers import SERVE, make_tokenizer, save_checkpoint
+from tests.serve.helpers import SERVE, make_tokenizer, save_checkpoint, tiny_config
 from tests.test_node import wait_for
 
 
@@ -88,10 +88,11 @@ def wait_until_serving(url: str, timeout: float = 120) -> None:
     raise AssertionError(f"the inference engine did not answer within {timeout}s: {last}")
 
 
-def start_live(root: Path, **overrides: Any) -> tuple[Live, WebServer]:
+def start_live(root: Path, *, context: int = 256, **overrides: Any) -> tuple[Live, WebServer]:
     data_dir = root / "data"
     tokenizer = make_tokenizer(data_dir)
-    directory, model = save_checkpoint(data_dir, tokenizer, step=10)
+    config = tiny_config(tokenizer.vocab_size, max_seq_len=context)
+    directory, model = save_checkpoint(data_dir, tokenizer, step=10, config=config)
     settings = settings_for(data_dir, **overrides)
     db = Database(settings.resolved_database_url())
     migrate.upgrade(db)

@@ -46,6 +46,9 @@ def tiny_config(vocab_size: int, **overrides: Any) -> ModelConfig:
         n_embd=64,
         intermediate_size=128,
         max_seq_len=256,
+        # Untied: a random model with tied embeddings mostly repeats its last token (its logit is the
+        # embedding's square norm); untied, its greedy output depends on the whole context.
+        tie_embeddings=False,
     )
     return ModelConfig(**{**values, **overrides})
 

@@ -165,7 +165,8 @@ def test_lm_evaluation_harness_runs_against_the_server(live: Live, tmp_path: Pat
         [
             sys.executable, "-m", "lm_eval", "run", "--model", "local-completions",
             "--model_args", f"base_url={live.url}/v1/completions,model=latest,max_length=256,max_retries=1",
-            "--tasks", "aifactory_mc", "aifactory_gen", "--include_path", str(tmp_path), "--output_path", str(out),
+            "--tasks", "aifactory_mc", "aifactory_gen",
+            "--include_path", str(tmp_path), "--output_path", str(out),
         ],
         env=env, capture_output=True, text=True, timeout=240,
     )  # fmt: skip

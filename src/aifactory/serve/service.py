@@ -322,6 +322,8 @@ class InferenceService:
         model = self._usable(request.name, target)
         if model is not None:
             self._enqueue(request, model)
+            # Accepted: the APIs answer 200 now and stream once a slot is free.
+            request.sink({"event": "queued", "waiting": len(model.batch.queue)})
             return
         self.parked.setdefault(target, []).append(request)
         self._request_load(target)
