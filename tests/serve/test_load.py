@@ -16,7 +16,7 @@ import pytest
 from aifactory.db import Database, migrate
 from aifactory.db import engines as engine_db
 from aifactory.node import Node
-from aifactory.serve import protocol
+from aifactory.train import sharing
 from aifactory.web.app import create_app
 from aifactory.web.context import AppContext
 from tests.serve.conftest import Live, WebServer, settings_for, start_live, wait_until_serving
@@ -84,7 +84,7 @@ class Stream(threading.Thread):
 
 
 def load(live: Live) -> dict[str, Any]:
-    return protocol.read_load(live.settings)
+    return sharing.read_load(live.settings)
 
 
 def test_sixteen_simultaneous_streams_all_complete(busy: Live) -> None:

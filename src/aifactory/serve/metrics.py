@@ -13,8 +13,8 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 
-from aifactory.serve import protocol
 from aifactory.settings import Settings
+from aifactory.train import sharing
 
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
@@ -88,7 +88,7 @@ class ServingMetrics:
                         lines.append(f'aifactory_generate_{name}_bucket{{api="{api}",le="{bound}"}} {total}')
                     lines.append(f'aifactory_generate_{name}_sum{{api="{api}"}} {histogram.sum:.6f}')
                     lines.append(f'aifactory_generate_{name}_count{{api="{api}"}} {total}')
-        load = protocol.read_load(settings)
+        load = sharing.read_load(settings)
         for name, key, help_text in (
             ("in_flight", "in_flight", "Generation requests accepted and not finished."),
             ("decoding", "active", "Sequences in the running batch (decoding or prefilling)."),

@@ -6,9 +6,8 @@ request: the client writes one frame, the server answers with frames until one h
 A frame is a 4-byte big-endian length and that many bytes of UTF-8 JSON. Closing the connection is how a
 client says "I am gone": the server cancels the request and frees its decoding slot at once.
 
-The inference process also publishes its load in DATA_DIR/serve/load.json (requests in flight, queue,
-loaded models), rewritten atomically when it changes and every few seconds while busy. The trainer reads
-it to yield the cores while people chat, and the web process reads it for /metrics and /ollama/api/ps.
+The inference process also publishes its load in DATA_DIR/serve/load.json (train/sharing.py): the trainer
+reads it to yield the cores while people chat, the web process for /metrics and /ollama/api/ps.
 
 Nothing here imports torch: the web process uses this module.
 """
@@ -16,14 +15,12 @@ Nothing here imports torch: the web process uses this module.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import os
 import socket
 import struct
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +29,6 @@ from aifactory.settings import Settings
 HEADER = struct.Struct(">I")
 MAX_FRAME = 64 * 1024 * 1024  # a batch of long prompts with echo + logprobs stays well below this
 SOCKET_NAME_LIMIT = 100  # sun_path holds 108 bytes on Linux, 104 on macOS
-LOAD_STALE_SEC = 10.0  # a load file older than this belongs to a process that is gone
 
 
 class ProtocolError(Exception):
@@ -116,27 +112,3 @@ def read_frame_blocking(sock: socket.socket) -> dict[str, Any] | None:
     if data is None:
         raise ProtocolError("connection closed inside a frame")
     return _decode(data)
-
-
-# --- the published load ----------------------------------------------------------------------------------
-def publish_load(settings: Settings, state: dict[str, Any]) -> None:
-    """Atomically replace load.json (readers see the old or the new state, never half of one)."""
-    path = load_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps({**state, "pid": os.getpid(), "updated_at": time.time()}))
-    os.replace(temporary, path)
-
-
-def read_load(settings: Settings) -> dict[str, Any]:
-    """The inference process's last published load; {} when there is none or it is stale."""
-    with contextlib.suppress(OSError, ValueError):
-        state = json.loads(load_path(settings).read_text())
-        if isinstance(state, dict) and time.time() - float(state.get("updated_at", 0)) <= LOAD_STALE_SEC:
-            return state
-    return {}
-
-
-def clear_load(settings: Settings) -> None:
-    with contextlib.suppress(OSError):
-        load_path(settings).unlink()

@@ -26,6 +26,7 @@ from typing import IO, Any
 from aifactory.engine import EngineContext
 from aifactory.serve import catalog, protocol
 from aifactory.settings import Settings
+from aifactory.train import sharing
 
 log = logging.getLogger("aifactory.serve")
 
@@ -262,7 +263,7 @@ def run(ctx: EngineContext) -> None:
             indexer.stop()
             server.close()
             if service is None:
-                protocol.clear_load(settings)
+                sharing.clear_load(settings)
 
 
 def socket_exists(settings: Settings) -> bool:

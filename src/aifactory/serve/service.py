@@ -36,7 +36,7 @@ import torch
 from aifactory.autotune import cpu_cores
 from aifactory.model.config import ModelConfig
 from aifactory.model.llama import Transformer
-from aifactory.serve import catalog, protocol
+from aifactory.serve import catalog
 from aifactory.serve.batch import ServingModel, SlotCache, decode, prefill
 from aifactory.serve.sampling import MAX_TOP_LOGPROBS, Sampler, SamplingParams, top_logprobs
 from aifactory.serve.template import (
@@ -49,6 +49,7 @@ from aifactory.serve.template import (
     text_prompt,
 )
 from aifactory.settings import Settings
+from aifactory.train import sharing
 from aifactory.train.checkpoint import CheckpointError, read_checkpoint
 
 log = logging.getLogger("aifactory.serve")
@@ -292,7 +293,7 @@ class InferenceService:
         self.parked.clear()
         self._load_queue.put(None)
         if self.publish_load:
-            protocol.clear_load(self.settings)
+            sharing.clear_load(self.settings)
 
     # --- requests: model, prompt ---------------------------------------------------------------------------
     def _take_inbox(self) -> None:
@@ -785,7 +786,7 @@ class InferenceService:
         if changed or now - self._published >= PUBLISH_EVERY_SEC:
             self._published, self._published_state = now, state
             try:
-                protocol.publish_load(self.settings, state)
+                sharing.publish_load(self.settings, state)
             except OSError as exc:  # a full disk must not stop the answers
                 log.warning("cannot publish the inference load: %s", exc)
 

@@ -26,8 +26,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from aifactory.serve import catalog, protocol
+from aifactory.serve import catalog
 from aifactory.serve.template import OLLAMA_TEMPLATE, STOP_STRINGS
+from aifactory.train import sharing
 from aifactory.web.auth import ApiKey
 from aifactory.web.context import AppContext, Ctx
 from aifactory.web.serving import (
@@ -224,7 +225,7 @@ def tags(ctx: Ctx) -> dict[str, Any]:
 @api.get("/ps")
 def ps(ctx: Ctx) -> dict[str, Any]:
     """The models the inference engine has loaded."""
-    loaded = protocol.read_load(ctx.settings).get("loaded", [])
+    loaded = sharing.read_load(ctx.settings).get("loaded", [])
     far = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3650)).isoformat()
     models = []
     for model in loaded:
