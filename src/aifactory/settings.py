@@ -477,7 +477,7 @@ class Settings(BaseSettings):
         2, "Retry-After seconds sent with a 503 when the queue is full.", SERVE, ge=1, le=3600
     )
     serve_threads: int = setting(
-        0, "Torch CPU threads of the inference process; 0 = one per core.", SERVE, ge=0, le=1024
+        0, "Torch CPU threads of the inference process; 0 = half the cores.", SERVE, ge=0, le=1024
     )
     serve_model_poll_sec: float = setting(
         2.0, "Seconds between two looks at the checkpoint pointers (hot switch).", SERVE, gt=0, le=3600

@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from aifactory.model.config import ModelConfig
-from aifactory.model.fused import rotary_qkv
 from aifactory.model.llama import Transformer, rotary_tables
 
 GROW = 256  # cache positions are allocated in steps of this many
@@ -107,24 +106,47 @@ class SlotCache:
         return 2 * self.k.numel() * self.k.element_size()
 
 
+def _rotate(out: torch.Tensor, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None:
+    """out = x rotated by its angles, half-split pairs (i, i + head_dim/2) as in model/llama.py."""
+    half = x.size(-1) // 2
+    x1, x2, o1, o2 = x[..., :half], x[..., half:], out[..., :half], out[..., half:]
+    torch.mul(x1, cos, out=o1)
+    o1.addcmul_(x2, sin, value=-1.0)
+    torch.mul(x2, cos, out=o2)
+    o2.addcmul_(x1, sin)
+
+
+def _norm(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    # One native kernel: inference needs no custom backward (fp32 activations, as in training).
+    return F.rms_norm(x, (x.size(-1),), module.weight, module.eps)
+
+
 def _attend(
     model: ServingModel, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, write, read, mask, causal
 ):
-    """The blocks over x [B, T, d]; `write(layer, k, v)` stores new keys, `read(layer)` gives all keys."""
+    """The blocks over x [B, T, d]; `write(layer, k, v)` stores new keys, `read(layer)` gives all keys.
+
+    The Transformer's arithmetic with fewer, larger ops (decoding is op-overhead bound on small models):
+    q and k are rotated together in one pass over the fused projection, v is a view of it."""
     c = model.config
     B, T, _ = x.shape
+    heads = c.n_head + c.n_kv_head
     for index, block in enumerate(model.layers):
-        h = block.attn_norm(x)
-        qkv = block.attn.qkv(h).view(B, T, c.n_head + 2 * c.n_kv_head, c.head_dim)
-        q, k, v = rotary_qkv(qkv, cos, sin, c.n_head, c.n_kv_head)  # [B, heads, T, head_dim]
+        qkv = block.attn.qkv(_norm(block.attn_norm, x)).view(B, T, heads + c.n_kv_head, c.head_dim)
+        qk = torch.empty(B, T, heads, c.head_dim, dtype=qkv.dtype, device=qkv.device)
+        _rotate(qk, qkv[:, :, :heads], cos, sin)
+        q = qk[:, :, : c.n_head].transpose(1, 2)  # [B, heads, T, head_dim] views
+        k = qk[:, :, c.n_head :].transpose(1, 2)
+        v = qkv[:, :, heads:].transpose(1, 2)
         write(index, k, v)
         keys, values = read(index)
         y = F.scaled_dot_product_attention(
             q, keys, values, attn_mask=mask, is_causal=causal, enable_gqa=c.n_kv_head != c.n_head
         )
         x = x + block.attn.proj(y.transpose(1, 2).reshape(B, T, c.n_head * c.head_dim))
-        x = x + block.mlp(block.mlp_norm(x))
-    return model.norm(x)
+        gate, up = block.mlp.gate_up(_norm(block.mlp_norm, x)).chunk(2, dim=-1)
+        x = x + block.mlp.down(F.silu(gate).mul_(up))
+    return _norm(model.norm, x)
 
 
 @torch.no_grad()

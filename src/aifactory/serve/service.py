@@ -189,13 +189,20 @@ class QueueFull(ServiceError):
     pass
 
 
+def serving_threads(settings: Settings) -> int:
+    """SERVE_THREADS, or half the cores: decoding a few streams gains little from more threads, and
+    the other half stays with the trainer (which yields to one thread) and the rest of the node, so
+    no core is oversubscribed (a thread pool on a busy core stalls at every barrier)."""
+    return settings.serve_threads or max(1, cpu_cores() // 2)
+
+
 class InferenceService:
     def __init__(self, settings: Settings, *, publish: bool = True) -> None:
         self.settings = settings
         self.publish_load = publish
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if self.device.type == "cpu":
-            torch.set_num_threads(settings.serve_threads or cpu_cores())
+            torch.set_num_threads(serving_threads(settings))
         self.capacity = settings.serve_max_batch + settings.serve_queue_size
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
