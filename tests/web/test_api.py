@@ -70,7 +70,9 @@ def test_the_root_address_says_what_this_is_and_where_to_read(serve) -> None:
     body = client.get("/").json()
     assert body["name"] == "AI Factory Engine" and body["node_id"] == "api-node"
     assert {"/api/status", "/api/runtime-config", "/healthz", "/metrics"} <= set(body["endpoints"])
-    assert all(client.get(path).status_code == 200 for path in body["endpoints"])
+    needs_model = {"/tokenizer_info"}  # 503 "no model yet" until training has written a checkpoint
+    for path in body["endpoints"]:
+        assert client.get(path).status_code == (503 if path in needs_model else 200), path
 
 
 def test_ignite_and_stop_through_the_api(db: Database, serve) -> None:
