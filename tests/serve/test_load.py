@@ -177,3 +177,10 @@ def test_without_a_model_or_an_engine_the_answer_says_why(tmp_path: Path) -> Non
         web.stop()
         node.stop(timeout=10)
         db.dispose()
+
+
+def test_a_client_that_gives_up_on_a_long_answer_frees_its_slot(busy: Live) -> None:
+    body = {"prompt": "x", "max_tokens": 4000, "logit_bias": BAN}  # not streamed: one answer at the end
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{busy.url}/v1/completions", json=body, timeout=httpx.Timeout(30, read=1.0))
+    wait_for(lambda: load(busy).get("in_flight") == 0, timeout=30, what="the abandoned request to be dropped")

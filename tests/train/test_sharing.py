@@ -57,7 +57,7 @@ def test_a_stale_load_file_means_nobody_is_waiting(make_settings) -> None:
     sharing.publish_load(settings, {"in_flight": 5})
     path = sharing.load_path(settings)
     old = time.time() - 2 * sharing.LOAD_STALE_SEC
-    path.write_text(path.read_text().replace('"updated_at": ', '"updated_at": ' + str(old) + ", \"x\": "))
+    path.write_text(path.read_text().replace('"updated_at": ', '"updated_at": ' + str(old) + ', "x": '))
     assert sharing.read_load(settings) == {}
     sharing.clear_load(settings)
     assert sharing.read_load(settings) == {}

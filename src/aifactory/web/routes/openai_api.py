@@ -156,10 +156,26 @@ def clamp(ctx: Any, max_tokens: int | None) -> int:
     return limit if max_tokens is None else min(max_tokens, limit)
 
 
-def usage(choices: list[Choice]) -> dict[str, int]:
+def usage(choices: list[Choice]) -> dict[str, Any]:
     prompt = sum(c.usage.get("prompt_tokens", 0) for c in choices)
     completion = sum(c.usage.get("completion_tokens", 0) for c in choices)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def timings(choices: list[Choice]) -> dict[str, Any]:
+    """llama.cpp-style timings (milliseconds): queue, prompt, first token, decode, total."""
+    if not choices:
+        return {}
+    first = choices[0].timings
+    return {
+        "prompt_n": sum(c.usage.get("prompt_tokens", 0) for c in choices),
+        "prompt_ms": first.get("prompt_ms"),
+        "predicted_n": sum(c.usage.get("completion_tokens", 0) for c in choices),
+        "predicted_ms": first.get("decode_ms"),
+        "time_to_first_token_ms": first.get("time_to_first_token_ms"),
+        "total_ms": max(c.timings.get("total_ms", 0.0) for c in choices),
+        "truncated_tokens": sum(c.usage.get("truncated_tokens", 0) for c in choices),
+    }
 
 
 @router.get("/models", response_model=ModelList)
@@ -245,6 +261,7 @@ async def completions(body: CompletionRequest, request: Request, ctx: Ctx) -> An
             "system_fingerprint": choices[0].start.get("checkpoint") if choices else None,
             "choices": [completion_choice(choice, body) for choice in choices],
             "usage": usage(choices),
+            "timings": timings(choices),
         }
     return StreamingResponse(
         stream_completion(generation, body, ident, created, model),
@@ -297,7 +314,8 @@ async def stream_completion(
                 continue
             elif event.get("final"):
                 if body.stream_options and body.stream_options.include_usage:
-                    yield sse({**base, "choices": [], "usage": usage(list(generation.choices.values()))})
+                    done = list(generation.choices.values())
+                    yield sse({**base, "choices": [], "usage": usage(done), "timings": timings(done)})
                 continue
             else:
                 continue
@@ -384,6 +402,7 @@ async def chat_completions(body: ChatRequest, request: Request, ctx: Ctx) -> Any
                 }
             ],
             "usage": usage([choice]),
+            "timings": timings([choice]),
         }
         if choice.start.get("sources"):
             answer["sources"] = choice.start["sources"]
@@ -450,7 +469,8 @@ async def stream_chat(
                     }
                 )
             elif event.get("final") and body.stream_options and body.stream_options.include_usage:
-                yield sse({**base, "choices": [], "usage": usage(list(generation.choices.values()))})
+                done = list(generation.choices.values())
+                yield sse({**base, "choices": [], "usage": usage(done), "timings": timings(done)})
         yield sse("[DONE]")
     except ServingError as exc:
         yield sse(error_body("openai", exc))
