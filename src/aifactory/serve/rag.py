@@ -29,7 +29,7 @@ import logging
 import re
 import threading
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +45,7 @@ log = logging.getLogger("aifactory.serve")
 WATERMARK_KEY = "rag.watermark"
 SETTLE_SEC = 120.0
 BATCH_DOCS = 200
+BUSY_BATCH_DOCS, BUSY_PAUSE_SEC = 20, 2.0  # while requests are answered
 MAX_TERMS = 32
 MAX_SHORT_TERMS = 4
 PREFIX_EXPANSIONS = 12  # indexed trigrams a short term stands for (the most frequent)
@@ -309,8 +310,9 @@ def _search_postgres(db: Database, long: list[str], short: list[str], limit: int
 class Indexer:
     """Keeps the passage index up to date in a thread of the inference engine (when ENABLE_RAG=1)."""
 
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(self, db: Database, settings: Settings, busy: Callable[[], bool] = lambda: False) -> None:
         self.db, self.settings = db, settings
+        self.busy = busy  # True while requests are being answered: indexing (Python, the GIL) waits
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.indexed = 0
@@ -329,16 +331,22 @@ class Indexer:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            # While requests are answered, small batches with pauses: indexing is Python work that
+            # holds the GIL the decoding thread needs between its steps.
+            busy = self.busy()
+            limit = BUSY_BATCH_DOCS if busy else BATCH_DOCS
             try:
-                count = index_pending(self.db, self.settings)
+                count = index_pending(self.db, self.settings, limit)
                 self.indexed += count
                 self.error = ""
             except Exception as exc:  # a database hiccup: report it, try again at the next poll
                 count = 0
                 self.error = f"RAG indexing failed: {type(exc).__name__}: {exc}"
                 log.warning("%s", self.error)
-            if count < BATCH_DOCS:  # caught up: wait for new documents
+            if count < limit:  # caught up: wait for new documents
                 self._stop.wait(self.settings.rag_index_poll_sec)
+            elif busy:
+                self._stop.wait(BUSY_PAUSE_SEC)
 
     def take_counts(self) -> dict[str, int]:
         new, self._reported = self.indexed - self._reported, self.indexed

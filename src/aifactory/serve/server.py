@@ -232,9 +232,9 @@ def run(ctx: EngineContext) -> None:
     settings = ctx.settings
     with engine_lock(settings):
         server = IpcServer(settings)
-        indexer = Indexer(ctx.db, settings)
-        indexer.start()
         service = None
+        indexer = Indexer(ctx.db, settings, busy=lambda: service is not None and service.busy())
+        indexer.start()
         try:
             while not ctx.stopping() and not catalog.available(settings):
                 ctx.set_phase(

@@ -249,6 +249,11 @@ class InferenceService:
             request.cancelled = True
             self._wake.notify()
 
+    def busy(self) -> bool:
+        """Requests are being answered (or wait): background work in this process should hold off."""
+        with self._lock:
+            return self._open > 0
+
     def wake(self) -> None:
         with self._lock:
             self._wake.notify()
@@ -426,6 +431,8 @@ class InferenceService:
                 model, error = self._load(directory), ""
             except Exception as exc:  # any failure to load is reported, the previous model keeps serving
                 model, error = None, f"{type(exc).__name__}: {exc}"
+                if not directory.exists():
+                    error = ""  # replaced and deleted by the trainer meanwhile: nothing is wrong
             self._loaded.put((directory, model, error))
             self.wake()
 
@@ -470,7 +477,7 @@ class InferenceService:
                         if catalog.resolve(self.settings, used).directory == directory:
                             self.good[used] = directory
                 log.info("loaded %s (%s parameters)", directory.name, f"{model.entry.parameters:,}")
-            else:
+            elif error:
                 self.failed[directory] = error
                 self.last_error = f"{directory.name} failed to load: {error}"
                 log.error("%s", self.last_error)
