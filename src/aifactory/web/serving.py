@@ -50,7 +50,6 @@ OPENAI_TYPES = {
     501: "not_supported_error",
     503: "unavailable_error",
 }
-metrics = ServingMetrics()
 
 
 class ServingError(Exception):
@@ -98,9 +97,17 @@ def error_body(api: str, error: ServingError) -> dict[str, Any]:
     return {"status": "error", "message": error.message, "code": error.code}
 
 
-def error_response(api: str, error: ServingError) -> JSONResponse:
+def metrics_of(app: Any) -> ServingMetrics:
+    """The generation series of this app (kept per app, shown by /metrics)."""
+    if not hasattr(app.state, "serving_metrics"):
+        app.state.serving_metrics = ServingMetrics()
+    return app.state.serving_metrics
+
+
+def error_response(api: str, error: ServingError, app: Any = None) -> JSONResponse:
     headers = {"Retry-After": str(error.retry_after)} if error.retry_after else None
-    metrics.request(api, error.status)
+    if app is not None:
+        metrics_of(app).request(api, error.status)
     return JSONResponse(error_body(api, error), status_code=error.status, headers=headers)
 
 
@@ -128,7 +135,7 @@ class BodyLimit:
         too_large = ServingError(413, f"the request body exceeds {self.limit:,} bytes", "body_too_large")
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
-            await error_response(api, too_large)(scope, receive, send)
+            await error_response(api, too_large, scope.get("app"))(scope, receive, send)
             return
         seen = 0
         started = False
@@ -152,7 +159,7 @@ class BodyLimit:
         except ServingError as exc:
             if exc is not too_large or started:
                 raise
-            await error_response(api, too_large)(scope, receive, send)
+            await error_response(api, too_large, scope.get("app"))(scope, receive, send)
 
 
 def install(app: FastAPI, ctx: AppContext) -> None:
@@ -160,13 +167,13 @@ def install(app: FastAPI, ctx: AppContext) -> None:
 
     @app.exception_handler(ServingError)
     async def _serving_error(request: Request, exc: ServingError) -> JSONResponse:
-        return error_response(api_of(request.url.path), exc)
+        return error_response(api_of(request.url.path), exc, request.app)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Any:
         if not is_generation_path(request.url.path):
             return await request_validation_exception_handler(request, exc)
-        return error_response(api_of(request.url.path), validation_error(exc))
+        return error_response(api_of(request.url.path), validation_error(exc), request.app)
 
     app.add_middleware(BodyLimit, limit=ctx.settings.serve_max_body_bytes)
 
@@ -374,8 +381,9 @@ class Generation:
         prompt = sum(c.usage.get("prompt_tokens", 0) for c in self.choices.values())
         tokens = sum(c.usage.get("completion_tokens", 0) for c in self.choices.values())
         first = None if self.first_token_at is None else self.first_token_at - self.started_at
-        metrics.usage(self.api, prompt, tokens, first, time.monotonic() - self.started_at)
-        metrics.request(self.api, 200)
+        series = metrics_of(self.request.app)
+        series.usage(self.api, prompt, tokens, first, time.monotonic() - self.started_at)
+        series.request(self.api, 200)
 
     async def close(self) -> None:
         if self._watch is not None:

@@ -133,7 +133,7 @@ def _label(value: str) -> str:
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
-def metrics(ctx: Ctx) -> Response:
+def metrics(request: Request, ctx: Ctx) -> Response:
     """Prometheus text exposition of counters, engines and nodes."""
     lines = [
         "# HELP aifactory_info Version of this node.",
@@ -180,5 +180,5 @@ def metrics(ctx: Ctx) -> Response:
                 f'aifactory_node_heartbeat_age_seconds{{node="{_label(row["node_id"])}",'
                 f'role="{row["role"]}"}} {row["heartbeat_age"]:.3f}'
             )
-    lines += serving.metrics.render(ctx.settings)  # generation requests, tokens, latency, queue depth
+    lines += serving.metrics_of(request.app).render(ctx.settings)  # generation: requests, tokens, latency
     return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4; charset=utf-8")
