@@ -87,12 +87,14 @@ class LoadedModel:
     batch: Batch
     loaded_at: float = field(default_factory=time.time)
     stop_ids: set[int] = field(default_factory=set)
-    never: list[int] = field(default_factory=list)
+    never: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
 
     def __post_init__(self) -> None:
         self.stop_ids = stop_ids(self.tokenizer)
         sp = self.tokenizer.sp
-        self.never = sorted({sp.unk_id(), sp.bos_id(), sp.pad_id()} - {-1})
+        self.never = torch.tensor(
+            sorted({sp.unk_id(), sp.bos_id(), sp.pad_id()} - {-1}), device=self.model.device
+        )
 
     @property
     def context(self) -> int:
@@ -223,7 +225,7 @@ class InferenceService:
         self.tokens_out = 0
         self.last_error = ""
         self._polled = self._published = 0.0
-        self._published_state: dict[str, Any] = {}
+        self._published_counts: tuple[int, int, int] | None = None
 
     # --- the client side (any thread) ---------------------------------------------------------------------
     def submit(self, payload: dict[str, Any], sink: Sink) -> Request:
@@ -607,7 +609,7 @@ class InferenceService:
             processed = logits.clone()
         else:
             processed = job.sampler.process(logits, job.prompt.ids + job.generated, job.generated)
-        processed[model.never] = -math.inf  # <unk>, <s>, <pad> are never an answer's text
+        processed[model.never] = -math.inf  # <unk>, <s>, <pad> are never an answer's text (index tensor)
         token = job.sampler.choose(processed)
         now = time.monotonic()
         if job.first_token_at is None:
@@ -767,15 +769,18 @@ class InferenceService:
         with self._lock:
             self._open -= 1
 
-    def state(self) -> dict[str, Any]:
+    def counts(self) -> tuple[int, int, int]:
+        """(requests in flight, sequences decoding or prefilling, sequences waiting): cheap, every step."""
         active = queued = 0
         for model in self.models.values():
             active += len(model.batch.rows) + (1 if model.batch.prefilling else 0)
             queued += len(model.batch.queue)
         queued += sum(len(requests) for requests in self.parked.values())
         with self._lock:
-            in_flight = self._open
-            queued += len(self._inbox)
+            return self._open, active, queued + len(self._inbox)
+
+    def state(self) -> dict[str, Any]:
+        in_flight, active, queued = self.counts()
         return {
             "in_flight": in_flight,
             "active": active,
@@ -790,17 +795,15 @@ class InferenceService:
         }
 
     def _publish(self) -> None:
+        """Rewrite the load file when the counts change, and every PUBLISH_EVERY_SEC."""
         if not self.publish_load:
             return
         now = time.monotonic()
-        state = self.state()
-        changed = {k: state[k] for k in ("in_flight", "active", "queued")} != {
-            k: self._published_state.get(k) for k in ("in_flight", "active", "queued")
-        }
-        if changed or now - self._published >= PUBLISH_EVERY_SEC:
-            self._published, self._published_state = now, state
+        counts = self.counts()
+        if counts != self._published_counts or now - self._published >= PUBLISH_EVERY_SEC:
+            self._published, self._published_counts = now, counts
             try:
-                sharing.publish_load(self.settings, state)
+                sharing.publish_load(self.settings, self.state())
             except OSError as exc:  # a full disk must not stop the answers
                 log.warning("cannot publish the inference load: %s", exc)
 
