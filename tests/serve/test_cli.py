@@ -4,24 +4,14 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from aifactory import cli
-from tests.serve.conftest import Live, start_live
+from tests.serve.conftest import Live
 from tests.serve.helpers import make_tokenizer, save_checkpoint
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    live, web = start_live(tmp_path_factory.mktemp("cli"))
-    yield live
-    web.stop()
-    live.node.stop(timeout=20)
-    live.db.dispose()
 
 
 def run(

@@ -315,13 +315,16 @@ class InferenceService:
             incoming = list(self._inbox)
             self._inbox.clear()
         for request in incoming:
-            if request.cancelled:
-                self._close(request)
-                continue
-            try:
-                self._route(request)
-            except ServiceError as exc:
-                self._fail(request, exc)
+            self._route_or_fail(request)
+
+    def _route_or_fail(self, request: Request) -> None:
+        if request.cancelled:
+            self._close(request)
+            return
+        try:
+            self._route(request)
+        except ServiceError as exc:
+            self._fail(request, exc)
 
     def _route(self, request: Request) -> None:
         """Send the request to its model now, or park it until that model has loaded."""
@@ -484,13 +487,7 @@ class InferenceService:
                 self.last_error = f"{directory.name} failed to load: {error}"
                 log.error("%s", self.last_error)
             for request in self.parked.pop(directory, []):
-                if request.cancelled:
-                    self._close(request)
-                    continue
-                try:
-                    self._route(request)
-                except ServiceError as exc:
-                    self._fail(request, exc)
+                self._route_or_fail(request)
 
     def _poll_models(self) -> None:
         """Hot switch: load the newest checkpoint of every name in use; unload what nothing uses."""

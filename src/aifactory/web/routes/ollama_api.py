@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
@@ -184,7 +184,7 @@ def check_unsupported(body: Base) -> None:
         raise ServingError(422, "images: this model reads text only", "unsupported")
 
 
-def stats(choice: Choice, generation: Generation) -> dict[str, Any]:
+def stats(choice: Choice) -> dict[str, Any]:
     timings = choice.timings
     ns = 1_000_000
     return {
@@ -200,6 +200,36 @@ def stats(choice: Choice, generation: Generation) -> dict[str, Any]:
 
 def line(data: dict[str, Any]) -> str:
     return json.dumps(data, ensure_ascii=False) + "\n"
+
+
+async def respond(
+    generation: Generation,
+    stream: bool,
+    piece: Callable[[str], dict[str, Any]],
+    final: Callable[[Choice, bool], dict[str, Any]],
+) -> Any:
+    """One JSON answer, or NDJSON: `piece(text)` per piece of text, then `final(choice, streamed)`;
+    an error after the stream began is one more line {"error": ...}."""
+    if not stream:
+        try:
+            [choice] = await generation.collect()
+        finally:
+            await generation.close()
+        return final(choice, False)
+
+    async def lines() -> AsyncIterator[str]:
+        try:
+            async for event in generation.events():
+                if event["event"] == "token" and event["text"]:
+                    yield line(piece(event["text"]))
+                elif event.get("final"):
+                    yield line(final(generation.choices[0], True))
+        except ServingError as exc:
+            yield line(error_body("ollama", exc))
+        finally:
+            await generation.close()
+
+    return StreamingResponse(lines(), media_type=NDJSON)
 
 
 # --- model information ----------------------------------------------------------------------------
@@ -324,39 +354,18 @@ async def generate(request: Request, ctx: Ctx) -> Any:
             "created_at": now_iso(),
             "response": "" if streamed else choice.text,
             "done": True,
-            **stats(choice, generation),
+            **stats(choice),
         }
         if not body.raw:
             out["context"] = (choice.start.get("prompt_ids") or []) + choice.generated_ids
         return out
 
-    if not body.stream:
-        try:
-            [choice] = await generation.collect()
-        finally:
-            await generation.close()
-        return final(choice, streamed=False)
-
-    async def lines() -> AsyncIterator[str]:
-        try:
-            async for event in generation.events():
-                if event["event"] == "token" and event["text"]:
-                    yield line(
-                        {
-                            "model": body.model,
-                            "created_at": now_iso(),
-                            "response": event["text"],
-                            "done": False,
-                        }
-                    )
-                elif event.get("final"):
-                    yield line(final(generation.choices[0], streamed=True))
-        except ServingError as exc:
-            yield line(error_body("ollama", exc))
-        finally:
-            await generation.close()
-
-    return StreamingResponse(lines(), media_type=NDJSON)
+    return await respond(
+        generation,
+        body.stream,
+        lambda text: {"model": body.model, "created_at": now_iso(), "response": text, "done": False},
+        final,
+    )
 
 
 @api.post("/chat")
@@ -391,39 +400,23 @@ async def chat(request: Request, ctx: Ctx) -> Any:
             "created_at": now_iso(),
             "message": {"role": "assistant", "content": "" if streamed else choice.text},
             "done": True,
-            **stats(choice, generation),
+            **stats(choice),
         }
         if choice.start.get("sources"):
             out["sources"] = choice.start["sources"]
         return out
 
-    if not body.stream:
-        try:
-            [choice] = await generation.collect()
-        finally:
-            await generation.close()
-        return final(choice, streamed=False)
-
-    async def lines() -> AsyncIterator[str]:
-        try:
-            async for event in generation.events():
-                if event["event"] == "token" and event["text"]:
-                    yield line(
-                        {
-                            "model": body.model,
-                            "created_at": now_iso(),
-                            "message": {"role": "assistant", "content": event["text"]},
-                            "done": False,
-                        }
-                    )
-                elif event.get("final"):
-                    yield line(final(generation.choices[0], streamed=True))
-        except ServingError as exc:
-            yield line(error_body("ollama", exc))
-        finally:
-            await generation.close()
-
-    return StreamingResponse(lines(), media_type=NDJSON)
+    return await respond(
+        generation,
+        body.stream,
+        lambda text: {
+            "model": body.model,
+            "created_at": now_iso(),
+            "message": {"role": "assistant", "content": text},
+            "done": False,
+        },
+        final,
+    )
 
 
 # Registered last: every other /ollama/api path (embed, pull, create...) is a clear 501.
