@@ -300,6 +300,12 @@ def test_native_generate_refuses_out_of_range_values_naming_the_field(live: Live
     assert client.post("/api/generate", json={"prompt": "x", "model": "v3"}).status_code == 404
     big = client.post("/api/generate", content=b"{" + b" " * (live.settings.serve_max_body_bytes + 1) + b"}")
     assert big.status_code == 413
+
+    def chunked():  # no Content-Length: the body is counted as it arrives
+        for _ in range(live.settings.serve_max_body_bytes // 65536 + 2):
+            yield b" " * 65536
+
+    assert client.post("/v1/completions", content=chunked()).status_code == 413
     huge = client.post("/api/generate", json={"prompt": "x" * (live.settings.serve_max_prompt_chars + 1)})
     assert huge.status_code == 413 and "SERVE_MAX_PROMPT_CHARS" in huge.json()["message"]
 

@@ -122,7 +122,10 @@ def validation_error(exc: RequestValidationError) -> ServingError:
 
 
 class BodyLimit:
-    """413 for a generation request body above SERVE_MAX_BODY_BYTES, before it is buffered."""
+    """413 for a generation request body above SERVE_MAX_BODY_BYTES, before it is buffered whole.
+
+    A declared Content-Length is checked at once; a body without one (chunked) is read here up to the
+    limit and handed to the route as it came."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -134,32 +137,34 @@ class BodyLimit:
         api = api_of(scope["path"])
         too_large = ServingError(413, f"the request body exceeds {self.limit:,} bytes", "body_too_large")
         length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            await error_response(api, too_large, scope.get("app"))(scope, receive, send)
+        if length is not None:
+            if length.isdigit() and int(length) > self.limit:
+                await error_response(api, too_large, scope.get("app"))(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
             return
-        seen = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal seen
+        chunks, size = [], 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise too_large
-            return message
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                await error_response(api, too_large, scope.get("app"))(scope, receive, send)
+                return
+            if not message.get("more_body"):
+                break
+        replayed = False
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except ServingError as exc:
-            if exc is not too_large or started:
-                raise
-            await error_response(api, too_large, scope.get("app"))(scope, receive, send)
+        await self.app(scope, replay, send)
 
 
 def install(app: FastAPI, ctx: AppContext) -> None:
