@@ -198,6 +198,12 @@ def test_ollama_client_lists_shows_and_chats(live: Live) -> None:
     assert parts[-1].prompt_eval_count > 0 and parts[-1].eval_duration > 0 and parts[-1].total_duration > 0
     answer = client.generate(model="aifactory:latest", prompt="Hello", options={"num_predict": 5, "seed": 2})
     assert answer.done and isinstance(answer.response, str) and len(answer.context) > 3
+    follow = client.generate(
+        model="aifactory:latest", prompt="More", context=answer.context, options={"num_predict": 2}
+    )
+    assert follow.prompt_eval_count > len(answer.context)  # the previous exchange, then the new turn
+    assert follow.context[: len(answer.context)] == answer.context
+    assert follow.context.count(live.tokenizer.bos_id) == 1
     assert {m.model for m in client.ps().models} == {"aifactory:latest"}
 
 

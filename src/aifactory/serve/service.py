@@ -368,17 +368,16 @@ class InferenceService:
         echo = bool(payload.get("echo"))
         passages = [Passage(p["url"], p["title"], p["text"]) for p in payload.get("passages") or []]
         prompts: list[Prompt] = []
+        prefix = list(payload.get("context_ids") or [])  # Ollama's `context`: the previous exchange
         try:
             if payload.get("messages") is not None:
-                prompts.append(
-                    chat_prompt(
-                        tokenizer,
-                        payload["messages"],
-                        context=context,
-                        max_tokens=max_tokens,
-                        passages=passages,
-                    )
+                prompt = chat_prompt(
+                    tokenizer, payload["messages"], context=context, max_tokens=max_tokens, passages=passages
                 )
+                if prefix:  # then this turn, without a second BOS
+                    prompt.ids = prefix + prompt.ids[1:]
+                    prompt = _fit(prompt, context, max_tokens)
+                prompts.append(prompt)
             else:
                 for item in payload.get("prompts") or [""]:
                     if isinstance(item, list):
@@ -393,7 +392,6 @@ class InferenceService:
                         prompt.text = tokenizer.decode(item)
                         prompts.append(prompt)
                     else:
-                        prefix = list(payload.get("context_ids") or [])
                         prompt = text_prompt(
                             tokenizer,
                             item,
@@ -402,7 +400,7 @@ class InferenceService:
                             passages=passages,
                             echo=echo,
                         )
-                        if prefix:  # Ollama's `context`: the previous exchange, then this prompt (no BOS)
+                        if prefix:  # the previous exchange, then this prompt (no second BOS)
                             prompt.ids = prefix + prompt.ids[1:]
                             prompt = _fit(prompt, context, max_tokens)
                         prompts.append(prompt)

@@ -195,6 +195,7 @@ def stats(choice: Choice) -> dict[str, Any]:
         "prompt_eval_duration": int(timings.get("prompt_ms", 0) * ns),
         "eval_count": choice.usage.get("completion_tokens", 0),
         "eval_duration": int(timings.get("decode_ms", 0) * ns),
+        "truncated_tokens": choice.usage.get("truncated_tokens", 0),  # prompt cut to fit the context
     }
 
 
