@@ -395,3 +395,31 @@ def test_api_keys_guard_the_generation_routes(live: Live) -> None:
         assert httpx.get(f"{web.url}/api/status").status_code == 200  # status routes are not generation
     finally:
         web.stop()
+
+
+def test_every_generation_route_is_guarded_by_the_api_key_dependency(live: Live) -> None:
+    from fastapi.routing import APIRoute
+
+    from aifactory.web.auth import require_api_key
+    from aifactory.web.serving import is_generation_path
+
+    app = create_app(AppContext(live.settings, live.db, live.node))
+    open_by_design = {"/ollama", "/ollama/"}  # Ollama's liveness probe
+    guarded = []
+    routes = []
+    for route in app.routes:  # included routers are kept whole (FastAPI >= 0.13x): walk into them
+        inner = getattr(route, "original_router", None)
+        routes += inner.routes if inner is not None else [route]
+    for route in routes:
+        if (
+            isinstance(route, APIRoute)
+            and is_generation_path(route.path)
+            and route.path not in open_by_design
+        ):
+            calls = {dependency.call for dependency in route.dependant.dependencies}
+            assert require_api_key in calls, route.path
+            guarded.append(route.path)
+    assert {"/api/generate", "/v1/chat/completions", "/v1/completions", "/v1/models", "/tokenize"} <= set(
+        guarded
+    )
+    assert {"/ollama/api/chat", "/ollama/api/generate", "/ollama/api/tags", "/tokenizer_info"} <= set(guarded)
