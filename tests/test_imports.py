@@ -48,6 +48,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "aifactory.export",
             "aifactory.web.auth",
             "aifactory.web.context",
+            "aifactory.web.errors",
             "aifactory.web.guards",
         ),
     ),

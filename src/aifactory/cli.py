@@ -11,6 +11,8 @@ aifactory model info    print the checkpoints' size, parameters and provenance
 aifactory dataset build tokenize the documents that are new since the last build
 aifactory dataset info  print the tokenizer generations, datasets and versions
 aifactory tokenizer train [--new-generation]  train the tokenizer (a new one starts a new generation)
+aifactory generate "prompt"   print one answer of the model, token by token (--json for the full result)
+aifactory chat          an interactive chat with the model in the terminal (/reset, /quit)
 """
 
 from __future__ import annotations
@@ -207,6 +209,43 @@ def cmd_tokenizer_train(settings: Settings, args: argparse.Namespace) -> int:
         return tokenizer_train_command(settings, db, args.new_generation)
 
 
+def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
+    from aifactory.serve.cli import generate_command
+
+    configure_quiet_logging(settings)
+    return generate_command(settings, args)
+
+
+def cmd_chat(settings: Settings, args: argparse.Namespace) -> int:
+    from aifactory.serve.cli import chat_command
+
+    configure_quiet_logging(settings)
+    return chat_command(settings, args)
+
+
+def add_generation_options(parser: argparse.ArgumentParser) -> None:
+    """The sampling options of `generate` and `chat` (the native API's defaults)."""
+    parser.add_argument(
+        "--url", help="a running factory (http://HOST:PORT) instead of the local data directory"
+    )
+    parser.add_argument("--api-key", help="one of the server's API_KEYS (with --url)")
+    parser.add_argument("--model", help="latest, best, production or vN (default: see docs/serving.md)")
+    parser.add_argument(
+        "--max-tokens", type=int, help="tokens to generate (default SERVE_DEFAULT_MAX_TOKENS)"
+    )
+    parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
+    parser.add_argument("--top-k", type=int, default=50, help="sample among the k most likely (default 50)")
+    parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass (default 0.95)")
+    parser.add_argument("--repetition-penalty", type=float, default=1.08, help="1 = off (default 1.08)")
+    parser.add_argument("--seed", type=int, help="same seed and options = same text")
+    parser.add_argument("--stop", action="append", help="stop before this string (repeatable)")
+    rag = parser.add_mutually_exclusive_group()
+    rag.add_argument(
+        "--rag", dest="rag", action="store_true", default=None, help="cite passages of the corpus"
+    )
+    rag.add_argument("--no-rag", dest="rag", action="store_false", help="the bare model, no retrieval")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aifactory",
@@ -368,6 +407,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--new-generation", action="store_true", help="train a new generation although one exists"
     )
     tokenizer_train.set_defaults(func=cmd_tokenizer_train)
+
+    generate = sub.add_parser(
+        "generate",
+        help="print the model's answer to one prompt, token by token",
+        description="Continue PROMPT with the model and print the text as it is generated, then the sources "
+        "when RAG found some. Uses the running factory's inference engine on this data directory, or loads "
+        "the model itself when none runs; --url asks a factory elsewhere.",
+    )
+    generate.add_argument("prompt", help="the text to continue")
+    generate.add_argument("--json", action="store_true", help="print the full result (text, sources, usage)")
+    add_generation_options(generate)
+    generate.set_defaults(func=cmd_generate)
+
+    chat = sub.add_parser(
+        "chat",
+        help="chat with the model in the terminal",
+        description="An interactive chat through the chat template (docs/serving.md): answers stream as "
+        "they are generated and the conversation is kept. /reset starts over, /quit (or Ctrl-D) leaves, "
+        "Ctrl-C stops the answer being written.",
+    )
+    chat.add_argument("--system", help="a system message that opens the conversation")
+    add_generation_options(chat)
+    chat.set_defaults(func=cmd_chat)
     return parser
 
 

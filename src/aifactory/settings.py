@@ -511,6 +511,16 @@ class Settings(BaseSettings):
     train_log_every_sec: float = setting(
         2.0, "Seconds between two training-metrics rows (evaluations are always written).", TRAIN, ge=0
     )
+    train_yield_threads: int = setting(
+        1, "Torch threads the trainer keeps while chat requests are served (restored when idle).", TRAIN, ge=1
+    )
+    train_yield_nice: int = setting(
+        10,
+        "Niceness the trainer takes while chat requests are served, if it may restore it; 0 = keep.",
+        TRAIN,
+        ge=0,
+        le=19,
+    )
 
     # --- inference -------------------------------------------------------------------------------
     max_generate_tokens: Annotated[int | None, BeforeValidator(_empty_is_auto)] = setting(
@@ -521,6 +531,45 @@ class Settings(BaseSettings):
         True, "Serve the promoted production model when there is one, else the latest.", SERVE
     )
     enable_cpu_quantization: bool = setting(False, "int8 dynamic quantization for CPU inference.", SERVE)
+    api_keys: SecretStr = setting(
+        SecretStr(""),
+        "Comma-separated keys the generation APIs require (Bearer or x-api-key); empty = open.",
+        SERVE,
+    )
+    serve_max_batch: int = setting(
+        8, "Requests decoded together (continuous batching); more wait in the queue.", SERVE, ge=1, le=256
+    )
+    serve_queue_size: int = setting(
+        16, "Requests waiting for a decoding slot; beyond this the API answers 503.", SERVE, ge=0, le=10000
+    )
+    serve_retry_after_sec: int = setting(
+        2, "Retry-After seconds sent with a 503 when the queue is full.", SERVE, ge=1, le=3600
+    )
+    serve_threads: int = setting(
+        0, "Torch CPU threads of the inference process; 0 = half the cores.", SERVE, ge=0, le=1024
+    )
+    serve_model_poll_sec: float = setting(
+        2.0, "Seconds between two looks at the checkpoint pointers (hot switch).", SERVE, gt=0, le=3600
+    )
+    serve_max_body_bytes: int = setting(
+        4_000_000, "Largest request body the generation APIs accept.", SERVE, ge=1024
+    )
+    serve_max_prompt_chars: int = setting(
+        200_000, "Longest prompt (all messages together) the generation APIs accept.", SERVE, ge=1
+    )
+    serve_default_max_tokens: int = setting(
+        128, "max_tokens of the native API and the CLI when a request gives none.", SERVE, ge=1, le=32768
+    )
+    rag_on_compatible_apis: bool = setting(
+        False, "Also ground OpenAI chat and Ollama answers on the corpus (never /v1/completions).", SERVE
+    )
+    rag_passages: int = setting(3, "Passages retrieved for one answer.", SERVE, ge=1, le=20)
+    rag_passage_chars: int = setting(
+        600, "Documents are indexed in passages of about this many characters.", SERVE, ge=100, le=5000
+    )
+    rag_index_poll_sec: float = setting(
+        5.0, "Seconds between two looks for new documents to index for RAG.", SERVE, gt=0, le=3600
+    )
 
     # --- evaluation and promotion ----------------------------------------------------------------
     eval_save_to_db: bool = setting(True, "Store evaluation results in the database.", EVAL)
@@ -587,6 +636,10 @@ class Settings(BaseSettings):
     def source_weight(self, source_type: str) -> float:
         """SOURCE_WEIGHT_<TYPE>; source types without a setting weigh 1.0."""
         return float(getattr(self, f"source_weight_{source_type.lower()}", 1.0))
+
+    def api_key_list(self) -> list[str]:
+        """API_KEYS as a list (blanks ignored)."""
+        return [key.strip() for key in self.api_keys.get_secret_value().split(",") if key.strip()]
 
     def languages(self) -> list[str]:
         """TRAIN_LANG_ONLY as a list; empty means every language."""

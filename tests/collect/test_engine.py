@@ -55,7 +55,7 @@ def test_the_engine_crawls_while_ignited_and_stops_within_seconds(db: Database, 
             assert state is not None and state["phase"] in ("running", "crawling", "idle")
             stopped_at = time.monotonic()
             commands.send_command(db, "stop", node_id=node.node_id)
-            wait_for(lambda: not node.runners, 10, "the engine to stop")
+            wait_for(lambda: "collector" not in node.runners, 10, "the engine to stop")
             assert time.monotonic() - stopped_at < 5
         finally:
             node.stop()

@@ -46,12 +46,17 @@ def ensure(
     return created
 
 
-def set_desired(db: Database, node_id: str, desired: str, engine: str | None = None) -> int:
+def set_desired(
+    db: Database, node_id: str, desired: str, engine: str | None = None, exclude: tuple[str, ...] = ()
+) -> int:
+    """Set what `engine` (default: every engine of the node but those in `exclude`) should do."""
     if desired not in DESIRED:
         raise ValueError(f"unknown desired state {desired!r}")
     query = engine_state.update().where(engine_state.c.node_id == node_id).values(desired=desired)
     if engine is not None:
         query = query.where(engine_state.c.engine == engine)
+    if exclude:
+        query = query.where(engine_state.c.engine.not_in(exclude))
     with db.begin() as conn:
         return conn.execute(query).rowcount or 0
 

@@ -53,6 +53,8 @@ class Node:
         self.db = db
         self.role = role or settings.system_role
         self.specs = {spec.name: spec for spec in specs if self.role in spec.roles}
+        # Engines Ignite/Stop leave alone (they run from the node's start until stopped on their own).
+        self.independent = tuple(name for name, spec in self.specs.items() if not spec.follows_ignite)
         self.node_id = node_id or membership.resolve_node_id(settings, self.role)
         self.instance_id = uuid.uuid4().hex[:16]
         self.hostname = socket.gethostname()
@@ -121,7 +123,10 @@ class Node:
         )
         # New engines (a new node, an engine added by an upgrade) follow the cluster's last Ignite/Stop.
         default = commands.desired_for_new_engines(self.db, self.role)
-        wants = {name: (desired or {}).get(name, default) for name in self.specs}
+        wants = {
+            name: (desired or {}).get(name, "running" if name in self.independent else default)
+            for name in self.specs
+        }
         engine_state.ensure(self.db, self.node_id, list(self.specs), desired=wants)
         return registration.took_over
 
@@ -170,7 +175,7 @@ class Node:
         command = commands.pending_command(self.db, self.node_id)
         if command is not None:
             desired = "running" if command.action == "start" else "stopped"
-            engine_state.set_desired(self.db, self.node_id, desired)
+            engine_state.set_desired(self.db, self.node_id, desired, exclude=self.independent)
             commands.ack_command(self.db, self.node_id, command.seq)
             self.event(f"{'Ignite' if command.action == 'start' else 'Stop'}: all engines {desired}")
         self.supervisor.tick()

@@ -28,6 +28,9 @@ class EngineSpec:
     description: str = ""
     roles: tuple[str, ...] = ("master",)
     own_process: bool = False
+    # False: started when the node starts and left alone by Ignite/Stop, so it runs whether or not the
+    # factory is collecting and training (the inference engine); only its own control stops it.
+    follows_ignite: bool = True
 
     def load(self) -> EngineFunction:
         """The engine's function, importing its module now if `run` names it."""
@@ -70,6 +73,15 @@ ENGINES = (
         "Trains the model continuously on the token dataset, in its own process.",
         roles=("master",),
         own_process=True,
+    ),
+    EngineSpec(
+        "inference",
+        "aifactory.serve.server:run",
+        "Serves the model to the chat and the generation APIs, in its own process; runs from the node's "
+        "start, whether or not Ignite was pressed, and keeps the RAG index up to date.",
+        roles=("master",),
+        own_process=True,
+        follows_ignite=False,
     ),
 )
 

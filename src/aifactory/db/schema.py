@@ -7,6 +7,7 @@ issue that needs a table adds a migration and its table here.
 from __future__ import annotations
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 metadata = sa.MetaData()
 
@@ -330,4 +331,20 @@ dataset_versions = sa.Table(
     sa.Column("build_seconds", sa.Float, nullable=False, server_default="0"),
     sa.Column("node_id", sa.String(128), nullable=False, server_default=""),
     sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# --- serving (issue #10) --------------------------------------------------------------------------------
+# RAG passages: documents cut into passages of about RAG_PASSAGE_CHARS characters, deleted with their
+# document. The full-text index lives beside them: on SQLite an FTS5 table `rag_fts` (trigram tokenizer,
+# kept in sync by triggers, created by migration 0009); on PostgreSQL the `grams` tsvector with a GIN
+# index (NULL on SQLite).
+rag_passages = sa.Table(
+    "rag_passages",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("doc_id", sa.BigInteger, sa.ForeignKey("documents.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("ord", sa.Integer, nullable=False),  # the passage's place in its document
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("grams", sa.Text().with_variant(postgresql.TSVECTOR(), "postgresql")),
+    sa.UniqueConstraint("doc_id", "ord", name="uq_rag_passages_doc_ord"),
 )

@@ -66,6 +66,8 @@ def status_line(trainer: Trainer, stats: StepStats | None = None) -> str:
         parts.append(f"best {state.best_val_loss:.4f}")
     if stats is not None:
         parts.append(f"{stats.tokens_per_sec:,.0f} tok/s, MFU {stats.mfu:.1%}")
+    if trainer.sharing.describe():
+        parts.append(trainer.sharing.describe())  # e.g. "yielding to 2 chat requests: 1 thread, nice 10"
     return ", ".join(parts)
 
 
@@ -134,7 +136,7 @@ def run_trainer(ctx: EngineContext, open_source: SourceFactory, poll_sec: float 
         def on_step(stats: StepStats, evaluation: Evaluation | None) -> None:
             nonlocal shown
             writer.write(metric_row(trainer, stats, evaluation), force=evaluation is not None)
-            if time.monotonic() - shown >= STATUS_EVERY_SEC:
+            if time.monotonic() - shown >= STATUS_EVERY_SEC or trainer.sharing.changed_at > shown:
                 shown = time.monotonic()
                 ctx.set_phase("training", status_line(trainer, stats))
 

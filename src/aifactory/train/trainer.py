@@ -33,6 +33,7 @@ from aifactory.train.checkpoint import Checkpoint, CheckpointError
 from aifactory.train.mfu import peak_flops
 from aifactory.train.runtime import Runtime
 from aifactory.train.schedule import Schedule
+from aifactory.train.sharing import LoadController
 
 BETAS = (0.9, 0.95)  # beta2 0.95 rather than 0.999: steadier with small batches (GPT-3, Llama)
 CHECKPOINT_FORMAT = 1
@@ -116,6 +117,8 @@ class Trainer:
         self.state = TrainState()
         self._val: tuple[str, list[torch.Tensor], list[str]] | None = None
         self.train_model: nn.Module = self.model  # what the training forward runs: maybe DDP, compiled
+        # Yields threads and priority while chat requests are served on this machine (train/sharing.py).
+        self.sharing = LoadController(settings, runtime.threads if runtime.device.type == "cpu" else 1)
         if runtime.distributed:
             device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
             self.train_model = DistributedDataParallel(self.model, device_ids=device_ids)
@@ -236,6 +239,7 @@ class Trainer:
         loss_sum = torch.zeros((), device=runtime.device)
         self.model.train()
         for micro in range(self.grad_accum):
+            self.sharing.poll()
             if stop is not None and stop():
                 self.optimizer.zero_grad(set_to_none=True)
                 self.generator.set_state(rewind)

@@ -24,6 +24,7 @@ from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import APIKeyHeader
 
 from aifactory.settings import Settings
+from aifactory.web.errors import ServingError
 
 HEADER = "x-admin-token"
 
@@ -34,6 +35,15 @@ OPEN_BY_DESIGN: dict[str, str] = {
     "/docs": "interactive documentation, no data (its calls carry the tokens)",
     "/docs/oauth2-redirect": "part of the interactive documentation",
     "/redoc": "documentation, no data",
+    # The generation APIs (docs/serving.md) answer the tools people point at the factory; they are
+    # guarded by API_KEYS (require_api_key) instead, and tests/serve checks each carries that guard.
+    "/api/generate": "generation: guarded by API_KEYS",
+    "/v1/": "OpenAI-compatible generation: guarded by API_KEYS",
+    "/tokenize": "tokenizer endpoint for lm-evaluation-harness: guarded by API_KEYS",
+    "/detokenize": "tokenizer endpoint for lm-evaluation-harness: guarded by API_KEYS",
+    "/tokenizer_info": "tokenizer endpoint for lm-evaluation-harness: guarded by API_KEYS",
+    "/ollama": "Ollama-compatible base URL (answers 'Ollama is running', as Ollama does)",
+    "/ollama/": "Ollama-compatible generation: guarded by API_KEYS",
 }
 
 
@@ -93,3 +103,38 @@ def require_read(request: Request, token: Annotated[str | None, Security(read_sc
 
 AdminOnly = Depends(require_admin)
 ReadAccess = Depends(require_read)
+
+
+def presented_keys(request: Request) -> list[str]:
+    """Every credential a request carries: `Authorization: Bearer`, `x-api-key`, `x-admin-token`."""
+    keys = []
+    authorization = request.headers.get("authorization", "")
+    if authorization[:7].lower() == "bearer ":
+        keys.append(authorization[7:].strip())
+    keys += [
+        request.headers[name].strip() for name in ("x-api-key", "x-admin-token") if name in request.headers
+    ]
+    return keys
+
+
+def require_api_key(request: Request) -> None:
+    """The generation routes (native generate, /v1, /ollama/api, tokenize): open while API_KEYS is
+    empty; otherwise one of its keys, or ADMIN_API_TOKEN, in any of the headers above."""
+    settings: Settings = request.app.state.ctx.settings
+    allowed = settings.api_key_list()
+    if not allowed:
+        return
+    admin = settings.admin_api_token.get_secret_value()
+    if admin:
+        allowed = [*allowed, admin]
+    for key in presented_keys(request):
+        if any(hmac.compare_digest(key.encode(), good.encode()) for good in allowed):
+            return
+    raise ServingError(  # rendered in the shape of the API that was called
+        401,
+        "API key missing or wrong: send one of API_KEYS as 'Authorization: Bearer KEY' or 'x-api-key: KEY'",
+        "invalid_api_key",
+    )
+
+
+ApiKey = Depends(require_api_key)

@@ -15,6 +15,7 @@ from aifactory import __version__
 from aifactory.autotune import cpu_cores, resolve_profile
 from aifactory.cluster import engine_state, membership
 from aifactory.db import DatabaseError, counters, events
+from aifactory.web import serving
 from aifactory.web.auth import admin_token_required
 from aifactory.web.context import Ctx
 from aifactory.web.models import (
@@ -142,7 +143,7 @@ def _label(value: str) -> str:
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
-def metrics(ctx: Ctx) -> Response:
+def metrics(request: Request, ctx: Ctx) -> Response:
     """Prometheus text exposition of counters, engines and nodes."""
     lines = [
         "# HELP aifactory_info Version of this node.",
@@ -189,6 +190,7 @@ def metrics(ctx: Ctx) -> Response:
                 f'aifactory_node_heartbeat_age_seconds{{node="{_label(row["node_id"])}",'
                 f'role="{row["role"]}"}} {row["heartbeat_age"]:.3f}'
             )
+    lines += serving.metrics_of(request.app).render(ctx.settings)  # generation: requests, tokens, latency
     return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
