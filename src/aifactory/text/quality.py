@@ -4,14 +4,17 @@ The statistics read the prose lines only (`aifactory.text.prose`): code blocks, 
 and navigation lines are kept in the stored text but left out of word, repetition and stop-word
 counts, so a manual with shell examples is judged by its sentences. The prose is then split by
 script: lines written mostly in Japanese or Chinese characters form the CJK part, the others the
-spaced part, and each part that is a real share of the prose is judged by its own rules. So a
-Japanese manual with English paragraphs, paths and commands is judged as Japanese where it is
-Japanese, and spam hidden in either part still fails.
+spaced part, and each part that is a real share of the prose (MINOR_PART_SHARE) is judged by its own
+rules. So a Japanese manual with English paragraphs, paths and commands is judged as Japanese where
+it is Japanese, and spam hidden in either part still fails.
 
-Spaced part: Gopher's quality and repetition rules and FineWeb's line punctuation (datatrove's
-defaults). CJK part: character rules after the Swallow corpus and FineWeb-2 (hiragana and katakana
-shares of the Japanese characters, sentence length, character n-gram repetition). For both: repeated
-lines, link lists, boilerplate (cookie walls, sign-in walls), placeholder and garbled text.
+For the whole page: length, garbled text (U+FFFD), link lists, placeholder text, repeated lines and
+consent/sign-in/error walls. Spaced part: Gopher's quality and repetition rules and FineWeb's line
+punctuation (datatrove's defaults; the duplicated n-gram limits doubled, see QualityRules), plus the
+share of distinct words. CJK part: character rules after the Swallow corpus and FineWeb-2 (hiragana
+and katakana shares of the Japanese characters, sentence length, n-gram repetition over script-run
+words), distinct words and sentence endings. Repetition is measured per window of WINDOW_WORDS words.
+docs/quality.md lists every rule with its threshold and where it comes from.
 
 Every document gets a `quality_score` in [0, 1] (how comfortably it passes, used to weight sampling)
 and, when rejected, the first rule it failed as `reason`, with the measured value and the threshold

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from aifactory import __version__
 from aifactory.web.context import AppContext
-from aifactory.web.routes import control, datasets, policies, status, training
+from aifactory.web.routes import control, datasets, documents, policies, status, training
 
 
 def create_app(ctx: AppContext) -> FastAPI:
@@ -25,4 +25,5 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.include_router(training.router)
     app.include_router(policies.router)
     app.include_router(datasets.router)
+    app.include_router(documents.router)
     return app
