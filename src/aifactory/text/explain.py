@@ -237,10 +237,7 @@ def render(found: Explanation) -> list[str]:
 
 
 def _render_part(part: Judged, same_text_as: str | None) -> list[str]:
-    kinds = {
-        kind: sum(len(line.text) for line in part.prose.lines if line.kind == kind)
-        for kind in (PROSE, CODE, TABLE, NAVIGATION)
-    }
+    kinds = {kind: part.prose.chars(kind) for kind in (PROSE, CODE, TABLE, NAVIGATION)}
     lines = [
         f"  {part.url}: {len(part.text)} chars, language {part.language.code} "
         f"({part.language.confidence:.2f}); prose {kinds[PROSE]}, code {kinds[CODE]}, "

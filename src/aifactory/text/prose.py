@@ -11,9 +11,8 @@ For HTML the kinds come from the extractor's tree (`mark_tree`): trafilatura mar
 and the page's links are marked before extraction (`mark_link`), so each line is tagged while the
 tree is rendered to text, with marker characters that `parse_marked` reads and removes. Plain text
 and Markdown are classified line by line (`classify_text`): fenced or indented code, table rows,
-command lines.
-In both, prose lines that look like a command (a shell prompt, `>>>`) or like code (mostly symbols)
-are moved to code, and short lines that are nothing but link text are navigation.
+command lines. In both, prose lines that look like a command (a shell prompt, `>>>`) or like code
+(mostly symbols) are moved to code, and short lines that are nothing but link text are navigation.
 """
 
 from __future__ import annotations
@@ -70,7 +69,7 @@ class Line:
 
 @dataclass(frozen=True)
 class Prose:
-    """A document's lines with their kinds; the rules read `lines(PROSE)`."""
+    """A document's lines with their kinds; the rules read `of_kind(PROSE)`."""
 
     lines: tuple[Line, ...]
 
@@ -171,7 +170,6 @@ def parse_marked(marked: str) -> tuple[str, Prose]:
     out: list[str] = []
     lines: list[Line] = []
     for raw in marked.split("\n"):
-        in_link = in_inline = False  # a paragraph is one line: nothing goes on to the next one
         kind = TABLE if TABLE_LINE in raw else CODE if CODE_LINE in raw else PROSE
         if not _SPAN_MARKER.search(raw):
             text = normalize_line(raw.translate(REMOVE_MARKERS)) if kind != PROSE else raw.strip()
@@ -180,7 +178,7 @@ def parse_marked(marked: str) -> tuple[str, Prose]:
                 lines.append(_line(text, kind, 0, None))
             continue
         link_chars = 0
-        had_inline = in_inline
+        in_link = in_inline = had_inline = False  # a paragraph is one line: no span goes on to the next
         prose_pieces = []
         for piece in _SPAN_MARKER.split(raw):
             if piece == LINK_OPEN:

@@ -65,7 +65,6 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 _REAL_WORD = re.compile(r"(?<!\S)\S*[^\W_]\S*")  # a whitespace-separated word with a letter or digit
 _ALPHA_WORD = re.compile(r"(?<!\S)\S*[^\W\d_]\S*")  # ... with a letter
 _ALNUM = re.compile(r"[^\W_]")
-_SPACE = re.compile(r"\s")
 _SENTENCE = re.compile(r"[^。．！？!?\n]+[。．！？!?]?")
 # The character before a Japanese full stop, when it is Japanese: kana or a closing bracket (a
 # predicate or a quotation), or kanji/katakana (a noun). Sentences ending in a code word do not count.
