@@ -1,135 +1,97 @@
-"""Text pipeline throughput against trafilatura extraction alone, and our MinHash against datasketch.
+"""The whole text pipeline on real documentation pages, against trafilatura's plain extract().
 
-(a) trafilatura extraction alone and (b) the whole pipeline (extract → language → quality → PII →
-MinHash → dedup → store into SQLite) over the same 600 generated HTML pages (English and Japanese,
-with boilerplate, some near-copies), both on the same process pool; the ratio (b)/(a) in pages/s
-says how much the steps after extraction cost. Then MinHash signatures (112 permutations, word
-5-grams) of the same documents with our numpy implementation and with datasketch.
+Pages: the real pages of the labelled evaluation set (tests/text/fixtures/docs.tar.xz: Debian's
+manuals in Japanese and English and the Python documentation, tens of KB of HTML each), as files.
 
-    python benchmarks/text_pipeline.py
+    (a) trafilatura.extract(html) with its defaults, in a pool of P worker processes;
+    (b) `aifactory ingest` on the folder of those files with P workers (the factory's extraction
+        options, language, quality, PII masking, MinHash, exact and near dedup, and the SQLite store,
+        the storing overlapped with the next batch's analysis as ingest does it);
+    (c) the crawler's path: the same pages staged as the collector stages them, then the text
+        engine's batches (claim, analysis in the pool, store and unstage) until none is left.
+
+P = the machine's cores, for all three; the pools are started and warmed once, as a running
+factory's are. Also shown, to say where time goes: the factory's extraction call alone and the
+analysis steps alone, on the same pool. Then the labelled set's keep and reject rates (the figures
+the tests assert) and MinHash against datasketch.
+
+    python benchmarks/text_pipeline.py [--rounds N]
 """
 
 from __future__ import annotations
 
-import random
+import argparse
+import itertools
 import statistics
+import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Executor
 from pathlib import Path
+
+import trafilatura
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the labelled set lives under tests/
+
+from tests.text import labelled
 
 from aifactory.autotune import cpu_cores
 from aifactory.db import Database, migrate
 from aifactory.db import policies as policy_db
+from aifactory.settings import Settings
+from aifactory.text import staging
+from aifactory.text.engine import make_pool, process_batch
 from aifactory.text.extract import extract_html
+from aifactory.text.ingest import ingest
 from aifactory.text.minhash import MinHasher, simplify
-from aifactory.text.pipeline import PipelineConfig, RawDocument, analyze, store
+from aifactory.text.pipeline import PipelineConfig, RawDocument, analyze
 
-PAGES = 600
-ROUNDS = 5
-STORE_BATCH = 32  # documents per store transaction, as the text engine's batches
-EN_WORDS = (
-    "the of and to in that with for river bird garden council city people water morning evening village "
-    "school road bridge market teacher doctor farmer winter summer autumn spring forest mountain valley "
-    "lake harbour train station library museum window kitchen story letter music painting season harvest "
-    "weather storm sunlight shadow journey friend family neighbour child walked found built carried opened "
-    "wrote remembered noticed painted visited crossed gathered quiet bright narrow ancient careful gentle "
-    "heavy early late distant small large green old new because after before while under over between"
-).split()
-JA_NOUNS = (
-    "川 鳥 公園 学校 先生 市場 図書館 駅 電車 森 山 湖 季節 天気 家族 友達 子ども 手紙 音楽 絵 台所 窓 道 橋 "
-    "町 村 医者 農家 冬 夏 秋 春 朝 夕方 昔 物語 旅 影 光 雨 雪 風 花 木 海 空 畑 祭り 市役所 議会"
-).split()
-JA_VERBS = (
-    "歩いた 見つけた 建てた 運んだ 開いた 書いた 思い出した 気づいた 描いた 訪れた 渡った 集めた "
-    "話した 聞いた 読んだ 考えた 待っていた 眺めていた 育てた 守った"
-).split()
-JA_PARTICLES = "は が を に で と の から まで へ".split()
+CHUNK = 4  # pages per task, for every pool run here (ingest uses the same)
 
 
-def english_paragraph(rng: random.Random) -> str:
-    sentences = []
-    for _ in range(rng.randint(3, 6)):
-        words = [rng.choice(EN_WORDS) for _ in range(rng.randint(8, 16))]
-        sentences.append(" ".join(words).capitalize() + ".")
-    return " ".join(sentences)
+def plain_extract(html: str) -> int:
+    return len(trafilatura.extract(html) or "")
 
 
-def japanese_paragraph(rng: random.Random) -> str:
-    sentences = []
-    for _ in range(rng.randint(3, 6)):
-        parts = []
-        for _ in range(rng.randint(2, 4)):
-            parts.append(rng.choice(JA_NOUNS) + rng.choice(JA_PARTICLES))
-        sentences.append("".join(parts) + rng.choice(JA_VERBS) + "。")
-    return "".join(sentences)
-
-
-def html_page(rng: random.Random, paragraphs: list[str], lang: str, site: str) -> str:
-    body = "\n".join(f"<p>{p}</p>" for p in paragraphs)
-    nav = "".join(f'<li><a href="/section/{i}">Section {i}</a></li>' for i in range(12))
-    return (
-        f'<!doctype html><html lang="{lang}"><head><meta charset="utf-8"><title>{site} page</title></head>'
-        f"<body><header><div>{site}</div><nav><ul>{nav}</ul></nav></header>"
-        f'<div class="cookie">We use cookies. <a href="/privacy">Privacy</a></div>'
-        f"<main><article><h1>Article {rng.randint(1, 10**6)}</h1>{body}</article>"
-        f'<aside><h3>Related</h3><a href="/a">One</a><a href="/b">Two</a></aside></main>'
-        f"<footer>Copyright {site}. All rights reserved.</footer></body></html>"
-    )
-
-
-def make_pages(count: int, seed: int = 1) -> list[RawDocument]:
-    rng = random.Random(seed)
-    raws: list[RawDocument] = []
-    for i in range(count):
-        if i % 10 == 9 and raws:  # every tenth page syndicates an earlier one under another site
-            original = rng.choice(raws)
-            raws.append(RawDocument(url=f"https://mirror{i}.example/copy", body=original.body))
-            continue
-        lang = "ja" if i % 3 == 0 else "en"
-        make = japanese_paragraph if lang == "ja" else english_paragraph
-        paragraphs = [make(rng) for _ in range(rng.randint(4, 12))]
-        site = f"site{i % 40}.example"
-        raws.append(
-            RawDocument(url=f"https://{site}/article/{i}", body=html_page(rng, paragraphs, lang, site))
-        )
-    return raws
-
-
-def extract_only(raw: RawDocument) -> int:
-    extracted = extract_html(raw.body, raw.url)
+def factory_extract(html: str) -> int:
+    extracted = extract_html(html)
     return len(extracted.text) if extracted else 0
 
 
-def run_extraction(pool: ProcessPoolExecutor, raws: list[RawDocument]) -> float:
+def analyze_page(html: str) -> int:
+    return len(analyze(RawDocument(url="https://bench.example/", body=html), PipelineConfig()))
+
+
+def pool_rate(pool: Executor, fn: Callable[[str], int], htmls: list[str]) -> float:
     started = time.perf_counter()
-    list(pool.map(extract_only, raws, chunksize=8))
-    return len(raws) / (time.perf_counter() - started)
+    list(pool.map(fn, htmls, chunksize=CHUNK))
+    return len(htmls) / (time.perf_counter() - started)
 
 
-def run_pipeline(pool: ProcessPoolExecutor, raws: list[RawDocument], db: Database) -> tuple[float, dict]:
-    """Analysis in the pool; storing (dedup + insert, one transaction per batch as the text engine
-    does) in this process while the pool works on the next pages."""
-    config = PipelineConfig()
+def ingest_rate(pool: Executor, folder: Path, settings: Settings, db_path: Path) -> tuple[float, dict]:
+    db = Database(f"sqlite:///{db_path}")
+    migrate.upgrade(db)
+    started = time.perf_counter()
+    totals, _skipped = ingest(settings, db, [folder], show_progress=False, pool=pool)
+    seconds = time.perf_counter() - started
+    db.dispose()
+    return totals["docs.read"] / seconds, dict(totals)
+
+
+def engine_rate(pool: Executor, raws: list[RawDocument], settings: Settings, db_path: Path) -> float:
+    db = Database(f"sqlite:///{db_path}")
+    migrate.upgrade(db)
+    with db.begin() as conn:
+        staging.stage(db, conn, raws, "bench")
     policies = policy_db.load(db)
-    totals: dict[str, int] = {}
-    batch: list = []
     started = time.perf_counter()
-    for analyzed in pool.map(analyze, raws, [config] * len(raws), chunksize=8):
-        batch.extend(analyzed)
-        if len(batch) >= STORE_BATCH:
-            for key, value in store(db, batch, policies).items():
-                totals[key] = totals.get(key, 0) + value
-            batch = []
-    for key, value in store(db, batch, policies).items():
-        totals[key] = totals.get(key, 0) + value
-    return len(raws) / (time.perf_counter() - started), totals
-
-
-def run_analysis(pool: ProcessPoolExecutor, raws: list[RawDocument]) -> float:
-    started = time.perf_counter()
-    list(pool.map(analyze, raws, [PipelineConfig()] * len(raws), chunksize=8))
-    return len(raws) / (time.perf_counter() - started)
+    done = 0
+    while taken := process_batch(db, settings, "bench", policies, pool)[0]:
+        done += taken
+    seconds = time.perf_counter() - started
+    db.dispose()
+    return done / seconds
 
 
 def minhash_rates(texts: list[str]) -> tuple[float, float]:
@@ -151,42 +113,78 @@ def minhash_rates(texts: list[str]) -> tuple[float, float]:
 
 
 def main() -> None:
-    raws = make_pages(PAGES)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    pages = labelled.real_pages()
+    htmls = [page.html for page in pages]
     workers = cpu_cores()
-    print(f"{len(raws)} pages, {workers} worker processes")
-    extract_rates, analysis_rates, pipeline_rates = [], [], []
-    with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(workers) as pool:
-        # Warm the workers as a long-running text engine's pool is warm: imports, caches, and the
-        # language model, which each process loads on its first page.
-        list(pool.map(analyze, raws[: workers * 4], [PipelineConfig()] * workers * 4))
-        for round_ in range(ROUNDS):  # alternating, so both see the same machine load
-            db = Database(f"sqlite:///{Path(tmp) / f'bench{round_}.db'}")
-            migrate.upgrade(db)
-            extract_rates.append(run_extraction(pool, raws))
-            analysis_rates.append(run_analysis(pool, raws))
-            pipeline_rate, totals = run_pipeline(pool, raws, db)
-            pipeline_rates.append(pipeline_rate)
-            db.dispose()
-    extract_rate, analysis_rate = statistics.median(extract_rates), statistics.median(analysis_rates)
-    pipeline_rate = statistics.median(pipeline_rates)
-    ratio = statistics.median(b / a for a, b in zip(extract_rates, pipeline_rates, strict=True))
-    english = [extract_html(r.body).text for r in raws[1:200:3] if extract_html(r.body) is not None]
-    ours, theirs = minhash_rates(english)
+    size = sum(map(len, htmls)) / len(htmls) / 1024
+    languages = {lang: sum(page.language == lang for page in pages) for lang in ("en", "ja")}
+    print(f"{len(pages)} real documentation pages ({languages}), {size:.0f} KB of HTML on average")
+    print(f"{workers} worker processes for every run, median of {args.rounds} rounds")
+    rates: dict[str, list[float]] = {k: [] for k in ("plain", "extract", "analyze", "ingest", "engine")}
+    totals: dict = {}
+    with tempfile.TemporaryDirectory() as tmp, make_pool(workers) as pool:
+        folder = Path(tmp) / "pages"
+        for page in pages:
+            path = folder / page.name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(page.html, encoding="utf-8")
+        raws = [RawDocument(url=page.url, body=page.html, source="docs") for page in pages]
+        settings = Settings(_env_file=None, data_dir=Path(tmp) / "data")
+        # Warm the workers as a long-running factory's are: imports, caches, the language model.
+        list(pool.map(analyze_page, htmls[: workers * 4], chunksize=1))
+        list(pool.map(plain_extract, htmls[: workers * 4], chunksize=1))
+        for round_ in range(args.rounds):  # alternating, so every run sees the same machine load
+            rates["plain"].append(pool_rate(pool, plain_extract, htmls))
+            rate, totals = ingest_rate(pool, folder, settings, Path(tmp) / f"ingest{round_}.db")
+            rates["ingest"].append(rate)
+            rates["engine"].append(engine_rate(pool, raws, settings, Path(tmp) / f"engine{round_}.db"))
+            rates["extract"].append(pool_rate(pool, factory_extract, htmls))
+            rates["analyze"].append(pool_rate(pool, analyze_page, htmls))
+        scores = labelled.evaluate(labelled.real_pages() + labelled.junk(), pool=pool)
+    median = {name: statistics.median(values) for name, values in rates.items()}
+    ratio = statistics.median(b / a for a, b in zip(rates["plain"], rates["ingest"], strict=True))
+    engine_ratio = statistics.median(b / a for a, b in zip(rates["plain"], rates["engine"], strict=True))
     print(
-        f"outcomes: stored {totals.get('docs.stored', 0)}, "
-        f"near-duplicates {totals.get('docs.duplicate.near', 0)}, "
-        f"exact duplicates {totals.get('docs.duplicate.exact', 0)}, "
-        f"filtered {sum(v for k, v in totals.items() if k.startswith('docs.filtered.'))}"
+        f"ingest outcomes: {totals.get('docs.stored', 0)} stored, "
+        f"{sum(v for k, v in totals.items() if k.startswith('docs.filtered.'))} filtered, "
+        f"{totals.get('docs.duplicate.exact', 0) + totals.get('docs.duplicate.near', 0)} duplicates"
     )
-    print(f"{'':28}{'pages/s':>10}  (median of {ROUNDS} rounds)")
-    print(f"{'(a) trafilatura extraction':28}{extract_rate:10.1f}")
-    print(f"{'    analysis steps only':28}{analysis_rate:10.1f}")
-    print(f"{'(b) whole pipeline':28}{pipeline_rate:10.1f}")
-    print(f"{'':28}{'docs/s':>10}")
-    print(f"{'MinHash, ours (numpy)':28}{ours:10.1f}")
-    print(f"{'MinHash, datasketch':28}{theirs:10.1f}")
-    print(f"RESULT pipeline_vs_extract_ratio {ratio:.3f}")
+    print(f"{'':44}{'pages/s':>9}{'vs (a)':>9}")
+    rows = [
+        ("(a) trafilatura extract(), defaults", "plain"),
+        ("    the factory's extraction call alone", "extract"),
+        ("    + language, quality, PII, MinHash", "analyze"),
+        ("(b) aifactory ingest (+ dedup and store)", "ingest"),
+        ("(c) text engine on staged pages", "engine"),
+    ]
+    for label, key in rows:
+        print(f"{label:44}{median[key]:9.1f}{median[key] / median['plain']:9.2f}")
+    texts = [page.html for page in pages if page.language == "en"][:60]
+    english = [text for text in (factory_extract_text(html) for html in texts) if text]
+    ours, theirs = minhash_rates(english)
+    print(f"MinHash signatures: ours {ours:.0f} docs/s, datasketch {theirs:.0f} docs/s")
+    junk_pages = sum(scores.junk_total.values())
+    print(
+        f"labelled set: kept {scores.keep_rate('en'):.3f} (en) / {scores.keep_rate('ja'):.3f} (ja) of the "
+        f"documentation's characters, rejected {scores.reject_rate():.3f} of {junk_pages} junk pages; "
+        f"{scores.other_dropped}/{scores.other_total} navigation, front matter and screenshot pages dropped"
+    )
+    for mistake in itertools.islice(scores.mistakes, 20):
+        print(f"    {mistake}")
     print(f"RESULT minhash_vs_datasketch_ratio {ours / theirs:.2f}")
+    print(f"RESULT engine_vs_extract_ratio {engine_ratio:.3f}")
+    print(f"RESULT pipeline_vs_extract_ratio {ratio:.3f}")
+    print(f"RESULT keep_rate_docs_en {scores.keep_rate('en'):.4f}")
+    print(f"RESULT keep_rate_docs_ja {scores.keep_rate('ja'):.4f}")
+    print(f"RESULT reject_rate_junk {scores.reject_rate():.4f}")
+
+
+def factory_extract_text(html: str) -> str:
+    extracted = extract_html(html)
+    return extracted.text if extracted else ""
 
 
 if __name__ == "__main__":

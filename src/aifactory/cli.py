@@ -6,6 +6,8 @@ aifactory status        print nodes, engines and counters from the database
 aifactory config        print the effective settings (secrets masked) and the auto-tune profile
 aifactory db upgrade    apply database migrations
 aifactory crawl URL...  crawl from these URLs now (one-off, with a progress line) and print a summary
+aifactory ingest PATH   import local files through the text pipeline
+aifactory explain URL   why a page was kept or dropped: every quality rule's value, threshold and verdict
 aifactory train         train the model in the foreground for a number of steps
 aifactory model info    print the checkpoints' size, parameters and provenance
 aifactory dataset build tokenize the documents that are new since the last build
@@ -174,6 +176,19 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
+    from aifactory.text.explain import as_dict, explain, render  # text-processing imports only here
+
+    configure_quiet_logging(settings)
+    with opened_database(settings) as db:
+        found = explain(settings, db, args.url, fetch=not args.no_fetch)
+    if args.json:
+        print(json.dumps(as_dict(found), indent=2, ensure_ascii=False, default=str))
+    else:
+        print("\n".join(render(found)))
+    return 0 if found.known else 1
+
+
 def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     from aifactory.train.foreground import train_command  # imports torch: only when training
 
@@ -331,6 +346,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders")
     ingest.set_defaults(func=cmd_ingest)
+
+    explain = sub.add_parser(
+        "explain",
+        help="why a page was kept or dropped: every quality rule's value, threshold and verdict",
+        description="Look a URL (or a local file) up in the database (stored documents, recorded "
+        "rejections, pages waiting to be processed), get the page (the waiting copy, the file, or one "
+        "polite fetch that obeys robots.txt and the crawler's network-safety rules) and run it through "
+        "the text pipeline's extraction and quality rules, printing each rule's measured value, its "
+        "threshold and its verdict. Exits with 1 when the URL is unknown and cannot be fetched.",
+    )
+    explain.add_argument("url", metavar="URL", help="http(s) URL, file:// URL or path of a local file")
+    explain.add_argument("--no-fetch", action="store_true", help="do not fetch the page; use what is stored")
+    explain.add_argument("--json", action="store_true", help="print JSON")
+    explain.set_defaults(func=cmd_explain)
 
     train = sub.add_parser(
         "train",

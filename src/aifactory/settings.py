@@ -340,6 +340,13 @@ class Settings(BaseSettings):
     enable_pii_filter: bool = setting(
         True, "Mask e-mail addresses, phone numbers and IP addresses in stored text.", QUALITY
     )
+    rejections_max_rows: int = setting(
+        100_000,
+        "Dropped pages recorded with their reason (for `aifactory explain` and the API); older rows are "
+        "pruned, the per-domain totals are kept. 0 = totals only.",
+        QUALITY,
+        ge=0,
+    )
     source_weight_wikipedia: float = setting(1.4, "Sampling weight of Wikipedia text.", QUALITY, ge=0)
     source_weight_arxiv: float = setting(1.35, "Sampling weight of arXiv text.", QUALITY, ge=0)
     source_weight_docs: float = setting(1.3, "Sampling weight of documentation pages.", QUALITY, ge=0)

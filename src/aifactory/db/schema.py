@@ -253,6 +253,37 @@ staged_pages = sa.Table(
     sa.Column("claimed_until", sa.Float),
 )
 
+# --- dropped pages (migration 0006) ---------------------------------------------------------------
+# Every page (or part of a long one) the text pipeline drops, with the rule that dropped it: what it
+# measured and the threshold. A bounded log (REJECTIONS_MAX_ROWS, oldest pruned), for `aifactory explain`
+# and the dashboard; the per domain x reason totals in rejection_counts are never pruned.
+
+rejections = sa.Table(
+    "rejections",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("url", sa.String(2000), nullable=False),
+    sa.Column("domain", sa.String(255), nullable=False, server_default=""),
+    sa.Column("source", sa.String(32), nullable=False, server_default=""),
+    sa.Column("reason", sa.String(64), nullable=False),
+    sa.Column("detail", sa.String(64), nullable=False, server_default=""),  # e.g. "cjk dup_5gram"
+    sa.Column("value", sa.Float, nullable=False, server_default="0"),
+    sa.Column("threshold", sa.Float, nullable=False, server_default="0"),
+    sa.Column("language", sa.String(16), nullable=False, server_default=""),
+    sa.Column("chars", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("node_id", sa.String(128), nullable=False, server_default=""),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+rejection_counts = sa.Table(
+    "rejection_counts",
+    metadata,
+    sa.Column("domain", sa.String(255), primary_key=True),
+    sa.Column("reason", sa.String(64), primary_key=True),
+    sa.Column("count", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("last_at", sa.Float),
+)
+
 # --- training (issue #6) -------------------------------------------------------------------------------
 # One row per logged training step; aifactory.train.metrics.prune thins old rows so the table stays small.
 

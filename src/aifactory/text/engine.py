@@ -46,7 +46,15 @@ def process_batch(
         return 0, Counter()
     analyzed = analyze_many([raw for _id, raw in batch], PipelineConfig.from_settings(settings), pool)
     with db.begin() as conn:
-        outcome = store(db, analyzed, policies, node_id=node_id, dedup=settings.enable_text_dedup, conn=conn)
+        outcome = store(
+            db,
+            analyzed,
+            policies,
+            node_id=node_id,
+            dedup=settings.enable_text_dedup,
+            conn=conn,
+            rejections_max_rows=settings.rejections_max_rows,
+        )
         staging.finish(conn, [page_id for page_id, _raw in batch])
     outcome["discovered_hosts"] = discover_from_documents(db, settings, analyzed)
     return len(batch), outcome

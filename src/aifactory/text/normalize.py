@@ -3,7 +3,8 @@
 NFC keeps every character's meaning; on top of it only the compatibility mappings that are pure
 noise for a language model are applied: full-width ASCII (ＡＢＣ１２３ → ABC123, common in Japanese
 pages), the ideographic space, zero-width characters and control characters. Whitespace is collapsed
-inside lines and runs of blank lines shrink to one, so paragraph boundaries survive.
+inside lines and runs of blank lines shrink to one, so paragraph boundaries survive. A line's leading
+indentation is kept: in code it is part of the meaning (Python blocks, YAML, nested lists).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ _WIDTH = {cp: cp - 0xFEE0 for cp in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
 _INVISIBLE = dict.fromkeys([0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF, 0x00AD])
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u202f\u205f]+")
+_INDENT = re.compile(r"[ \t]*")
 _BLANK_LINES = re.compile(r"\n{3,}")
 
 
@@ -24,8 +26,15 @@ def normalize_text(text: str) -> str:
     text = text.translate(_WIDTH).translate(_INVISIBLE)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _CONTROL.sub("", text)
-    lines = (_SPACES.sub(" ", line).strip() for line in text.split("\n"))
-    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
+    return _BLANK_LINES.sub("\n\n", "\n".join(map(normalize_line, text.split("\n")))).strip("\n")
+
+
+def normalize_line(line: str) -> str:
+    """One line: inner runs of whitespace become one space, trailing whitespace goes, the leading
+    indentation stays (a line of whitespace only becomes empty)."""
+    indent = _INDENT.match(line).end()  # type: ignore[union-attr]  # the pattern matches every string
+    body = _SPACES.sub(" ", line[indent:]).rstrip()
+    return line[:indent] + body if body else ""
 
 
 def split_long(text: str, max_chars: int) -> list[str]:

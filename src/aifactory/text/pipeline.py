@@ -32,19 +32,22 @@ from sqlalchemy.engine import Connection
 
 from aifactory.db import counters
 from aifactory.db import policies as policy_rules
+from aifactory.db import rejections as rejection_log
 from aifactory.db.database import Database
 from aifactory.db.schema import document_removals, documents, minhash_bands
 from aifactory.settings import Settings
-from aifactory.text.extract import ExtractionTimeout, extract_document
-from aifactory.text.language import detect_language
+from aifactory.text.extract import Extracted, ExtractionTimeout, extract_document
+from aifactory.text.language import Language, detect_language
 from aifactory.text.minhash import MinHasher, similarity
 from aifactory.text.normalize import split_long
 from aifactory.text.pii import mask_pii
-from aifactory.text.quality import QualityRules, assess_quality
+from aifactory.text.prose import Prose, classify_text, parse_marked
+from aifactory.text.quality import QualityRules, QualityVerdict, assess_quality
 
 NEAR_DUPLICATE_SIMILARITY = 0.75  # LSH candidates are confirmed on the signatures before rejecting
 MAX_CANDIDATES = 20  # stored documents compared per new one (a popular band must not cost thousands)
 LOOKUP_CHUNK = 400  # (band, key) pairs or ids per IN (...) lookup: under every driver's parameter limit
+REJECTIONS_MAX_ROWS = 100_000  # the default of the setting of the same name
 
 
 @dataclass
@@ -77,6 +80,10 @@ class Analyzed:
     language_confidence: float = 0.0
     quality_score: float = 0.0
     reject_reason: str | None = None  # extraction/quality verdict; None = keep
+    # the rule that decided a rejection: what it measured, its threshold, and where (e.g. "cjk dup_5gram")
+    reject_value: float = 0.0
+    reject_threshold: float = 0.0
+    reject_detail: str = ""
     pii_masked: int = 0
     content_hash: bytes = b""
     signature: np.ndarray | None = None
@@ -99,27 +106,53 @@ class PipelineConfig:
         )
 
 
-def analyze(raw: RawDocument, config: PipelineConfig) -> list[Analyzed]:
-    """The CPU-bound steps. A long document becomes several parts, each judged on its own."""
+@dataclass(frozen=True)
+class Judged:
+    """One part of a document as the quality filter saw it (`analyze` and `aifactory explain`)."""
+
+    url: str
+    text: str
+    prose: Prose
+    language: Language
+    verdict: QualityVerdict
+
+
+def extract(raw: RawDocument, config: PipelineConfig) -> Extracted | str:
+    """The document's text, or the reason there is none (extract_timeout, extract_error, no_text)."""
     try:
         extracted = extract_document(
             raw.body, raw.content_type, raw.final_url or raw.url, timeout=config.extract_timeout
         )
     except ExtractionTimeout:
-        return [Analyzed(raw, raw.url, reject_reason="extract_timeout")]
+        return "extract_timeout"
     except Exception:  # malformed input that the parser refuses is counted, never fatal
-        return [Analyzed(raw, raw.url, reject_reason="extract_error")]
-    if extracted is None:
-        return [Analyzed(raw, raw.url, reject_reason="no_text")]
+        return "extract_error"
+    return "no_text" if extracted is None else extracted
+
+
+def judge(url: str, extracted: Extracted, config: PipelineConfig) -> list[Judged]:
+    """Language and quality of each part (a long document becomes several, each judged on its own)."""
+    out = []
+    for index, (text, prose) in enumerate(_parts(extracted, config.max_doc_chars)):
+        # The language of the prose: a Japanese page that opens with an English command is Japanese.
+        language = detect_language(_prose_sample(prose) or text)
+        verdict = assess_quality(text, language.code, config.rules, prose)
+        out.append(Judged(url if index == 0 else f"{url}#part-{index + 1}", text, prose, language, verdict))
+    return out
+
+
+def analyze(raw: RawDocument, config: PipelineConfig) -> list[Analyzed]:
+    """The CPU-bound steps: extraction, then language, quality, PII masking and fingerprint per part."""
+    extracted = extract(raw, config)
+    if isinstance(extracted, str):
+        return [Analyzed(raw, raw.url, reject_reason=extracted)]
     title = raw.title or extracted.title
     raw = dataclasses.replace(raw, body="")  # the text is extracted: don't ship the HTML back around
-    parts = split_long(extracted.text, config.max_doc_chars)
     hasher = MinHasher()
     out = []
-    for index, text in enumerate(parts):
-        url = raw.url if index == 0 else f"{raw.url}#part-{index + 1}"
-        language = detect_language(text)
-        verdict = assess_quality(text, language.code, config.rules)
+    for part in judge(raw.url, extracted, config):
+        text, verdict, language = part.text, part.verdict, part.language
+        failed = verdict.failed
         masked = 0
         if config.mask_pii:
             text, masked = mask_pii(text)
@@ -127,7 +160,7 @@ def analyze(raw: RawDocument, config: PipelineConfig) -> list[Analyzed]:
         out.append(
             Analyzed(
                 raw=raw,
-                url=url,
+                url=part.url,
                 text=text,
                 title=title,
                 published=raw.published or extracted.date,
@@ -135,6 +168,9 @@ def analyze(raw: RawDocument, config: PipelineConfig) -> list[Analyzed]:
                 language_confidence=language.confidence,
                 quality_score=verdict.score,
                 reject_reason=verdict.reason,
+                reject_value=failed.value if failed else 0.0,
+                reject_threshold=failed.threshold if failed else 0.0,
+                reject_detail=failed.where if failed else "",
                 pii_masked=masked,
                 content_hash=content_hash(text),
                 signature=signature,
@@ -142,6 +178,25 @@ def analyze(raw: RawDocument, config: PipelineConfig) -> list[Analyzed]:
             )
         )
     return out
+
+
+def _parts(extracted: Extracted, max_chars: int) -> list[tuple[str, Prose]]:
+    """The document's parts with their line kinds (HTML: from the extractor's markers)."""
+    if extracted.prose is not None and len(extracted.text) <= max_chars:
+        return [(extracted.text, extracted.prose)]
+    if extracted.marked:
+        return [parse_marked(part) for part in split_long(extracted.marked, max_chars)]
+    return [(part, classify_text(part)) for part in split_long(extracted.text, max_chars)]
+
+
+def _prose_sample(prose: Prose, chars: int = 1000) -> str:
+    out, size = [], 0
+    for line in prose.prose_lines():
+        out.append(line)
+        size += len(line)
+        if size >= chars:
+            break
+    return "\n".join(out)
 
 
 def analyze_many(raws: list[RawDocument], config: PipelineConfig, pool: Executor | None) -> list[Analyzed]:
@@ -167,21 +222,33 @@ def store(
     node_id: str = "",
     dedup: bool = True,
     conn: Connection | None = None,
+    rejections_max_rows: int = REJECTIONS_MAX_ROWS,
 ) -> Counter[str]:
     """Deduplicate, apply policies and store, in one transaction; returns the outcome counts.
 
     The whole batch costs a fixed handful of statements (one lookup of its hashes, one of its LSH
     bands, one multi-row insert of documents and one of bands) rather than four per document:
-    per-statement overhead, not SQLite or PostgreSQL, was most of the cost of storing."""
+    per-statement overhead, not SQLite or PostgreSQL, was most of the cost of storing. Every document
+    dropped is recorded with its reason (`aifactory.db.rejections`) in the same transaction."""
     if conn is None:
         with db.begin() as own:
-            return store(db, docs, policies, node_id=node_id, dedup=dedup, conn=own)
+            return store(
+                db,
+                docs,
+                policies,
+                node_id=node_id,
+                dedup=dedup,
+                conn=own,
+                rejections_max_rows=rejections_max_rows,
+            )
     outcome: Counter[str] = Counter()
     kept: list[Analyzed] = []
     urls: set[str] = set()
+    dropped: list[rejection_log.Rejection] = []
     for doc in docs:
         if doc.reject_reason is not None:
             outcome[f"docs.filtered.{doc.reject_reason}"] += 1
+            dropped.append(_rejection(doc, doc.reject_reason, doc.reject_value, doc.reject_threshold))
         elif doc.url[:2000] in urls:  # the same URL twice in one batch: the first one counts
             outcome["docs.duplicate.exact"] += 1
         else:
@@ -193,7 +260,7 @@ def store(
         outcome["docs.duplicate.exact"] += len(kept) - len(fresh)
     kept = fresh
     if dedup:
-        kept = _drop_duplicates(conn, kept, outcome, previous)
+        kept = _drop_duplicates(conn, kept, outcome, previous, dropped)
     replaced = _retire_replaced(db, conn, kept, previous)
     inserted = _insert(db, conn, kept, policies, node_id)
     _delete_retired(conn, replaced)
@@ -214,7 +281,24 @@ def store(
         if doc.pii_masked:
             outcome["docs.pii_masked"] += doc.pii_masked
     counters.add(db, dict(outcome), conn)
+    rejection_log.record(db, conn, dropped, node_id=node_id, max_rows=rejections_max_rows)
     return outcome
+
+
+def _rejection(
+    doc: Analyzed, reason: str, value: float, threshold: float, detail: str = ""
+) -> rejection_log.Rejection:
+    return rejection_log.Rejection(
+        url=doc.url,
+        domain=domain_of(doc.raw.final_url or doc.url),
+        reason=reason,
+        value=value,
+        threshold=threshold,
+        detail=detail or doc.reject_detail,
+        source=doc.raw.source,
+        language=doc.language,
+        chars=len(doc.text),
+    )
 
 
 def _block_reason(doc: Analyzed, policy: policy_rules.Policy) -> str:
@@ -276,10 +360,12 @@ def _drop_duplicates(
     docs: list[Analyzed],
     outcome: Counter[str],
     previous: dict[str, tuple[int, bytes, int]],
+    dropped: list[rejection_log.Rejection],
 ) -> list[Analyzed]:
     """The documents that are neither an exact nor a near copy of a stored one, nor of an earlier
-    one in the same batch; the others are counted. The stored version a document replaces (same URL,
-    in `previous`) is not a copy of it: a page edited a little is a new version, not a duplicate."""
+    one in the same batch; the others are counted, and added to `dropped`. The stored version a
+    document replaces (same URL, in `previous`) is not a copy of it: a page edited a little is a new
+    version, not a duplicate."""
     if not docs:
         return []
     hashes = sorted({doc.content_hash for doc in docs})
@@ -309,13 +395,18 @@ def _drop_duplicates(
     for doc, stored in zip(docs, candidates, strict=True):
         if doc.content_hash in seen_hashes:
             outcome["docs.duplicate.exact"] += 1
+            dropped.append(_rejection(doc, "duplicate_exact", 1.0, 1.0, "same text"))
             continue
         seen_hashes.add(doc.content_hash)
         bands = list(enumerate(doc.band_keys)) if doc.signature is not None else []
         others = [signatures[i] for i in stored if i in signatures]
         others += [sig for band in bands for sig in kept_by_band.get(band, ())]  # earlier in this batch
-        if any(similarity(other, doc.signature) >= NEAR_DUPLICATE_SIMILARITY for other in others):
+        closest = max((similarity(other, doc.signature) for other in others), default=0.0)
+        if closest >= NEAR_DUPLICATE_SIMILARITY:
             outcome["docs.duplicate.near"] += 1
+            dropped.append(
+                _rejection(doc, "duplicate_near", closest, NEAR_DUPLICATE_SIMILARITY, "similarity")
+            )
             continue
         kept.append(doc)
         for band in bands:

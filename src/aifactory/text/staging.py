@@ -133,6 +133,14 @@ def _raw(row: sa.Row) -> RawDocument:
     )
 
 
+def staged_page(db: Database, url: str) -> RawDocument | None:
+    """The newest page staged for `url` and not processed yet (for `aifactory explain`), or None."""
+    query = sa.select(staged_pages).where(staged_pages.c.url == url[:2000]).order_by(staged_pages.c.id.desc())
+    with db.read() as conn:
+        row = conn.execute(query.limit(1)).first()
+    return _raw(row) if row is not None else None
+
+
 def finish(conn: Connection, ids: list[int]) -> None:
     if ids:
         conn.execute(staged_pages.delete().where(staged_pages.c.id.in_(ids)))

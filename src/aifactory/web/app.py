@@ -18,6 +18,7 @@ from aifactory.web.guards import RequestGuards
 from aifactory.web.routes import (
     control,
     datasets,
+    documents,
     generate,
     ollama_api,
     openai_api,
@@ -37,7 +38,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.state.ctx = ctx
     app.add_middleware(RequestGuards, settings=ctx.settings)
     app.include_router(status.open_router)
-    for router in (status.router, training.router, policies.router, datasets.router):
+    for router in (status.router, training.router, policies.router, datasets.router, documents.router):
         app.include_router(router, dependencies=[ReadAccess])
     app.include_router(control.router)
     app.include_router(policies.admin_router)
