@@ -15,7 +15,7 @@ from aifactory.collect.sink import FetchedPage, PageStore
 from aifactory.db import Database, counters
 from aifactory.db import engines as engine_db
 from aifactory.db import nodes as node_db
-from aifactory.db.schema import hosts, pages
+from aifactory.db.schema import pages, sites
 from aifactory.engine import EngineContext
 from aifactory.engines import available_engines
 from aifactory.node import Node
@@ -63,7 +63,7 @@ def test_the_engine_crawls_while_ignited_and_stops_within_seconds(db: Database, 
     state = engine_db.load(db, node.node_id, "collector")
     assert state is not None and state["phase"] == "stopped" and state["restarts"] == 0
     with db.read() as conn:  # every lease was given back
-        assert conn.execute(sa.select(hosts.c.origin).where(hosts.c.lease_owner.is_not(None))).all() == []
+        assert conn.execute(sa.select(sites.c.site).where(sites.c.lease_owner.is_not(None))).all() == []
     # The engine's counters and the running counters tell the same story as the tables.
     engine_counts = state["counters"]
     totals = counters.get_all(db, prefix="crawl.")

@@ -49,9 +49,10 @@ class HostGate:
         self._slots.release()
 
     def slow_down(self, interval: float, concurrency: int) -> HostGate:
-        """A gate with a longer interval (a Crawl-delay just read) that keeps this one's schedule."""
+        """A gate with a longer interval (a Crawl-delay just read in the robots.txt that was the last
+        request), which keeps this one's schedule and spaces the next request from that one."""
         gate = HostGate(max(self.interval, interval), concurrency)
-        gate._next_start = self._next_start
+        gate._next_start = max(self._next_start, time.monotonic() + gate.interval)
         return gate
 
 
