@@ -138,6 +138,7 @@ class Crawler:
         self.tasks: dict[str, asyncio.Task] = {}
         self.robots_cache = robots_rules.RobotsCache()
         self.unsafe_refused = 0
+        self._warned_unsafe = False
         self._db_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="crawl-db")
         self._stop_db = threading.Event()  # ends database retries at once when the crawler closes
         self._throttle: NodeThrottle | None = None
@@ -632,7 +633,8 @@ class Crawler:
         s = self.settings
         attempts = due.attempts + 1
         counts = {"errors": 1, f"errors_{kind}": 1, "requests": 0 if kind == "unsafe_address" else 1}
-        if kind == "unsafe_address" and not self.unsafe_refused:
+        if kind == "unsafe_address" and not self._warned_unsafe:
+            self._warned_unsafe = True
             log.warning("%s: %s (%s)", due.url, detail or "unsafe address", ALLOWLIST_HINT)
         log.debug("%s: %s %s", due.url, kind, detail)
         if kind in HOST_KINDS:  # the host, not the URL: the site backs off; the URL keeps its attempts
