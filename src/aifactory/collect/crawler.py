@@ -156,7 +156,11 @@ class Crawler:
         )
         self._writer = ResultWriter(store_batch, self._db, self._count)
         self._writer.start()
-        await self.call_db(frontier_db.release_all, self.db, self.owner)  # leases of an earlier life
+        try:
+            await self.call_db(frontier_db.release_all, self.db, self.owner)  # leases of an earlier life
+        except BaseException:
+            await self.__aexit__()
+            raise
         self._renewer = asyncio.create_task(self._renew_forever(), name="crawl-renewer")
         return self
 
@@ -191,8 +195,12 @@ class Crawler:
         return await self._db(retry.call, fn, *args, budget=budget, stop=self._stop_db, **kwargs)
 
     def _count(self, counts: dict[str, float]) -> None:
+        """Report counts to the caller; a failure to report is logged, never raised into the crawl."""
         self.unsafe_refused += int(counts.get("errors_unsafe_address", 0))
-        self.on_counts(counts)
+        try:
+            self.on_counts(counts)
+        except Exception:
+            log.exception("could not report crawl counts")
 
     # --- the run loop ------------------------------------------------------------------------------
     async def run(
@@ -444,7 +452,7 @@ class Crawler:
                 give_up=state.give_up,
             )
             if state.give_up:
-                self.on_counts({"hosts_given_up": len(state.give_up)})
+                self._count({"hosts_given_up": len(state.give_up)})
         except Exception as exc:  # the lease then simply expires
             log.warning("could not give back %s: %s", state.site, exc)
 
@@ -698,7 +706,7 @@ class Crawler:
             return True  # no request was made; each page is refused (and counted) by the same check
         rules = robots_rules.robots_from_response(status, body)
         if rules is None:
-            self.on_counts({"errors": 1, "errors_robots_unreachable": 1})
+            self._count({"errors": 1, "errors_robots_unreachable": 1})
             retry_in = s.crawler_robots_retry_sec
             if kind in HOST_KINDS:  # the host itself is unreachable: back off as a host, then give up
                 state.error_streak += 1
@@ -767,7 +775,7 @@ class Crawler:
             return 0, "", exc.kind
         finally:
             state.gate.release()
-        self.on_counts({"requests": 1, "bytes": response.wire_bytes})
+        self._count({"requests": 1, "bytes": response.wire_bytes})
         if response.redirect_to is not None:
             return 0, "", "redirect"
         try:
