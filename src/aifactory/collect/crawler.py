@@ -706,7 +706,10 @@ class Crawler:
             return True  # no request was made; each page is refused (and counted) by the same check
         rules = robots_rules.robots_from_response(status, body)
         if rules is None:
-            self._count({"errors": 1, "errors_robots_unreachable": 1})
+            counts = {"errors": 1, "errors_robots_unreachable": 1}
+            if kind and kind != "redirect":
+                counts[f"errors_{kind}"] = 1  # and why: a timeout, a refused connection, a 5xx...
+            self._count(counts)
             retry_in = s.crawler_robots_retry_sec
             if kind in HOST_KINDS:  # the host itself is unreachable: back off as a host, then give up
                 state.error_streak += 1

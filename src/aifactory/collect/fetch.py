@@ -117,7 +117,8 @@ def kept_headers(raw: Mapping[str, str]) -> dict[str, str]:
         if name not in raw:
             continue
         values = raw.getall(name) if name in LIST_HEADERS and hasattr(raw, "getall") else [raw[name]]
-        kept[name] = ", ".join(value.strip() for value in values)[:MAX_HEADER_CHARS]
+        # One line per header sent: an X-Robots-Tag "botname:" prefix scopes only its own header.
+        kept[name] = "\n".join(value.strip() for value in values)[:MAX_HEADER_CHARS]
     return kept
 
 

@@ -203,6 +203,13 @@ class RobotsCache:
 def _robots_directives(value: str, token: str) -> set[str]:
     """Directives of one X-Robots-Tag / robots meta value that apply to us ("otherbot: noai" does not)."""
     directives: set[str] = set()
+    for line in value.splitlines():  # each header sent (or meta tag) is scoped on its own
+        directives |= _scoped_directives(line, token)
+    return directives
+
+
+def _scoped_directives(value: str, token: str) -> set[str]:
+    directives: set[str] = set()
     applies = True
     for part in value.split(","):
         part = part.strip().lower()
