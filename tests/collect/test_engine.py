@@ -20,6 +20,7 @@ from aifactory.engine import EngineContext
 from aifactory.engines import available_engines
 from aifactory.node import Node
 from aifactory.text import staging
+from aifactory.text.pipeline import RawDocument
 from tests.collect.harness import crawl, crawl_settings, frontier_rows, page_rows, queue
 from tests.collect.sites import SiteServer, links, page, text, wide_site
 
@@ -106,6 +107,56 @@ def test_the_crawl_waits_while_the_text_engine_is_behind(db: Database, make_sett
             node.stop()
     state = engine_db.load(db, node.node_id, "collector")
     assert state is not None and state["counters"]["backpressure_waits"] >= 1
+
+
+def test_collectors_reserve_their_staging_room_from_one_budget(db: Database) -> None:
+    assert staging.reserve(db, "a", 30, 50, 60.0) == (30, 0)
+    assert staging.reserve(db, "b", 30, 50, 60.0) == (20, 0)  # what a holds is not b's to take
+    assert staging.reserve(db, "c", 30, 50, 60.0) == (0, 0)
+    staging.reserve(db, "a", 0, 50, 0.0)  # a's cycle is over: its room is free again
+    assert staging.reserve(db, "c", 30, 50, 60.0) == (30, 0)
+    with db.begin() as conn:
+        staging.stage(
+            db, conn, [RawDocument(url=f"https://s.example/{i}", body="text") for i in range(10)], "c"
+        )
+    staging.reserve(db, "b", 0, 50, 0.0)
+    assert staging.reserve(db, "a", 30, 50, 60.0) == (10, 10)  # 10 waiting + c's 30 leave 10
+    staging.reserve(db, "c", 5, 50, -1.0)  # a reservation that expired (its node died) counts for nothing
+    assert staging.reserve(db, "b", 50, 50, 60.0) == (30, 10)
+
+
+def test_two_collectors_never_stage_more_than_the_shared_budget(db: Database, make_settings: Any) -> None:
+    with (
+        SiteServer(wide_site(60), host="127.0.0.2") as one,
+        SiteServer(wide_site(60), host="127.0.0.3") as two,
+    ):
+        collector_only = [spec for spec in available_engines() if spec.name == "collector"]
+        nodes = []
+        for name, role in (("collector-a", "master"), ("collector-b", "worker")):
+            settings = crawl_settings(
+                make_settings,
+                database_url=db.url,
+                node_id=name,
+                system_role=role,
+                web_seed_urls=[one.url("/"), two.url("/")],
+                staging_max_pages=12,
+                max_crawl_pages_per_cycle=60,
+            )
+            nodes.append(Node(settings, db, collector_only, role=role))
+        for node in nodes:
+            node.start()
+        try:
+            node_db.send_command(db, "start")
+
+            def waiting(node: Node) -> bool:
+                state = engine_db.load(db, node.node_id, "collector")
+                return bool(state) and state["phase"] == "waiting"
+
+            wait_for(lambda: all(waiting(node) for node in nodes), 30, "both collectors to wait")
+            assert staging.backlog(db) == 12  # one budget for the two of them, not 12 each
+        finally:
+            for node in nodes:
+                node.stop()
 
 
 def test_each_node_takes_its_share(db: Database, make_settings: Any) -> None:
