@@ -38,7 +38,7 @@ from aifactory.collect.politeness import Budget, HostGate, NodeThrottle
 from aifactory.collect.safety import ALLOWLIST_HINT
 from aifactory.collect.sink import FetchedPage, PageSink, PageStore
 from aifactory.collect.urls import default_scope, directory_scope, in_scope
-from aifactory.collect.writer import Result, ResultWriter, WriterFailed, store
+from aifactory.collect.writer import Result, ResultWriter, Store, WriterFailed, store
 from aifactory.db import Database, retry
 from aifactory.db import frontier as frontier_db
 from aifactory.settings import Settings
@@ -91,6 +91,7 @@ class SiteState:
     stalled: bool = False  # a renewal failed: start nothing more
     give_back: bool = False  # back-off too long to wait for while holding the lease
     give_up: dict[str, str] = field(default_factory=dict)  # origins found dead -> why
+    started: set[int] = field(default_factory=set)  # URLs fetched (or fetching) whose result is unwritten
     unflushed: set[int] = field(default_factory=set)  # URLs handed to the writer since the last flush
     in_flight: set[asyncio.Task] = field(default_factory=set)
 
@@ -151,10 +152,8 @@ class Crawler:
     async def __aenter__(self) -> Crawler:
         await self.fetcher.__aenter__()
         self._throttle = NodeThrottle(self.workers, self.settings.crawler_batch_sleep_sec)
-        store_batch = functools.partial(
-            store, self.db, self.sink, self.settings, self.owner, stop=self._stop_db
-        )
-        self._writer = ResultWriter(store_batch, self._db, self._count)
+        target = Store(self.db, self.sink, self.settings, self.owner, stop=self._stop_db)
+        self._writer = ResultWriter(functools.partial(store, target), self._db, self._count)
         self._writer.start()
         try:
             await self.call_db(frontier_db.release_all, self.db, self.owner)  # leases of an earlier life
@@ -403,8 +402,10 @@ class Crawler:
             await asyncio.shield(self._give_back(state))
 
     async def _crawl_origin(self, state: SiteState, work: OriginWork) -> None:
+        """Keep the site's fetch slots busy: the next due URLs are read while the last ones are still
+        being fetched, and a batch never waits for its slowest fetch before the next one starts."""
         s = self.settings
-        size = max(8, 4 * s.crawler_domain_concurrency)
+        size = max(16, 8 * s.crawler_domain_concurrency)
         while not self._winding_down(state):
             if len(state.unflushed) > 4 * size:
                 await self._flush(state)
@@ -413,22 +414,28 @@ class Crawler:
                 frontier_db.due_urls,
                 self.db,
                 work.origin,
-                size + len(state.unflushed),
+                size + len(state.started),
                 refetch_only=budget_spent,
             )
-            # URLs handled under this lease whose results are not written yet still look queued.
-            batch = [due for due in rows if due.url_hash not in state.unflushed][:size]
+            # URLs started under this lease whose results are not written yet still look queued.
+            batch = [due for due in rows if due.url_hash not in state.started][:size]
             if batch:
                 await self._fetch_batch(state, work, batch)
+            elif state.in_flight:
+                await asyncio.wait(list(state.in_flight), return_when=asyncio.FIRST_COMPLETED)
             elif state.unflushed:
                 await self._flush(state)  # then look again: their pages may have added links
             else:
                 break
+        if state.in_flight and not state.lost:  # let the fetches started finish (stop cancels them)
+            await asyncio.gather(*list(state.in_flight), return_exceptions=True)
 
     async def _flush(self, state: SiteState) -> None:
         assert self._writer is not None
+        written = set(state.unflushed)
         await self._writer.flush(timeout=self._flush_timeout())
-        state.unflushed.clear()
+        state.unflushed -= written
+        state.started -= written
 
     def _flush_timeout(self) -> float:
         return self.settings.crawler_db_retry_sec + 30.0
@@ -467,6 +474,7 @@ class Crawler:
             if self._winding_down(state):
                 break
             if work.rules is not None and not work.rules.allows(due.url, s.crawler_user_agent):
+                state.started.add(due.url_hash)
                 state.unflushed.add(due.url_hash)
                 await self._writer.put(self._blocked(state, work, due))
                 continue
@@ -482,11 +490,10 @@ class Crawler:
                 state.gate.release()
                 work.new_pages -= 0 if due.fetched_before else 1
                 break
+            state.started.add(due.url_hash)
             task = asyncio.create_task(self._fetch_one(state, work, due))
             state.in_flight.add(task)
             task.add_done_callback(state.in_flight.discard)
-        if state.in_flight:
-            await asyncio.gather(*list(state.in_flight), return_exceptions=True)
 
     def _result(
         self, state: SiteState, work: OriginWork, outcome: frontier_db.UrlOutcome, **kw: Any
@@ -509,6 +516,7 @@ class Crawler:
         except asyncio.CancelledError:
             self._budget.give_back()
             work.new_pages -= 0 if due.fetched_before else 1
+            state.started.discard(due.url_hash)
             raise
         except Exception:  # a bug on one page must not end the crawl: count it and go on
             log.exception("unexpected error fetching %s", due.url)

@@ -34,34 +34,42 @@ class PageMeta:
     tdm_reservation: str = ""  # content of <meta name="tdm-reservation">
 
 
+# One pass over the document for everything the crawler reads from it, in document order.
+PAGE_SELECTOR = "base[href], title, meta[name], a[href], area[href], link[rel][href]"
+
+
 def parse_html(text: str, token: str) -> PageMeta:
     tree = LexborHTMLParser(text)
     meta = PageMeta()
-    base = tree.css_first("base[href]")
-    if base is not None:
-        meta.base = (base.attributes.get("href") or "").strip()
-    title = tree.css_first("title")
-    if title is not None:
-        meta.title = " ".join(title.text(strip=True).split())[:500]
     names = ("robots", token.lower())
-    for node in tree.css("meta[name]"):
-        name = (node.attributes.get("name") or "").strip().lower()
-        content = node.attributes.get("content") or ""
-        if name in names:
-            meta.robots.append(content)
-        elif name == "tdm-reservation":
-            meta.tdm_reservation = content.strip()
-    for node in tree.css("a[href], area[href], link[rel][href]"):
-        rel = (node.attributes.get("rel") or "").lower().split()
-        if "nofollow" in rel:
-            continue
-        if node.tag == "link" and not ({"alternate", "next"} & set(rel)):
-            continue  # stylesheets, icons and preloads are not pages
-        href = node.attributes.get("href")
-        if href:
-            meta.links.append(href)
+    have_base = have_title = False
+    for node in tree.css(PAGE_SELECTOR):
+        tag = node.tag
+        attrs = node.attrs
+        if tag == "a" or tag == "area" or tag == "link":
             if len(meta.links) >= MAX_LINKS:
-                break
+                continue
+            rel = (attrs.get("rel") or "").lower().split()
+            if "nofollow" in rel:
+                continue
+            if tag == "link" and not ({"alternate", "next"} & set(rel)):
+                continue  # stylesheets, icons and preloads are not pages
+            href = attrs.get("href")
+            if href:
+                meta.links.append(href)
+        elif tag == "meta":
+            name = (attrs.get("name") or "").strip().lower()
+            content = attrs.get("content") or ""
+            if name in names:
+                meta.robots.append(content)
+            elif name == "tdm-reservation":
+                meta.tdm_reservation = content.strip()
+        elif tag == "title" and not have_title:
+            have_title = True
+            meta.title = " ".join(node.text(strip=True).split())[:500]
+        elif tag == "base" and not have_base:
+            have_base = True
+            meta.base = (attrs.get("href") or "").strip()
     return meta
 
 

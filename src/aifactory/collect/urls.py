@@ -132,6 +132,7 @@ def parse_ipv4(host: str) -> str | None:
     return str(ipaddress.IPv4Address(value))
 
 
+@functools.lru_cache(maxsize=16384)
 def canonical_host(host: str) -> str | None:
     """The one spelling of a URL's host (see the module docs); None if it is not a valid host."""
     host = unquote(host).strip().lower()  # percent-encoded host names mean their decoded form
@@ -191,11 +192,14 @@ def normalize_url(url: str, base: str | None = None) -> str | None:
     url = url.strip()
     if not url or len(url) > MAX_URL_LENGTH:
         return None
-    if base is not None:
-        try:
-            url = urljoin(base, url)
-        except ValueError:
-            return None
+    if base is not None and not url.startswith(("http://", "https://")):
+        if url[0] == "/" and url[:2] != "//" and base.startswith(("http://", "https://")):
+            url = origin_of(base) + url  # root-relative, the commonest link: no general join needed
+        else:
+            try:
+                url = urljoin(base, url)
+            except ValueError:
+                return None
     return _normalize_absolute(url)
 
 
@@ -227,9 +231,17 @@ def _normalize_absolute(url: str) -> str | None:
 
 
 def origin_of(url: str) -> str:
-    """scheme://host[:port] of a normalized URL: the unit of leasing, politeness and robots.txt."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
+    """scheme://host[:port] of a normalized URL: the unit robots.txt applies to."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        parts = urlsplit(url)
+        return f"{parts.scheme}://{parts.netloc}"
+    end = len(rest)
+    for stop in "/?#":
+        found = rest.find(stop)
+        if 0 <= found < end:
+            end = found
+    return f"{scheme}://{rest[:end]}"
 
 
 def hostname_of(url: str) -> str:
@@ -282,6 +294,7 @@ def directory_scope(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{directory}"
 
 
+@functools.lru_cache(maxsize=65536)  # a site's pages link to the same pages over and over
 def in_scope(url: str, scope: str, *, allow_subdomains: bool) -> bool:
     """Whether a link may be followed from a page whose crawl is limited to `scope`.
 
@@ -289,13 +302,19 @@ def in_scope(url: str, scope: str, *, allow_subdomains: bool) -> bool:
     in `.<scope host>` also count. An empty scope allows everything."""
     if not scope:
         return True
-    link, limit = urlsplit(url), urlsplit(scope)
+    link, limit = urlsplit(url), _split(scope)
     same_host = link.netloc == limit.netloc
     if not same_host and allow_subdomains and link.hostname and limit.hostname:
         same_host = link.hostname.endswith("." + limit.hostname)
     return same_host and link.path.startswith(limit.path or "/")
 
 
+@functools.lru_cache(maxsize=4096)
+def _split(url: str) -> tuple:  # scopes are few and are checked against every link
+    return urlsplit(url)
+
+
+@functools.lru_cache(maxsize=65536)
 def is_trap(url: str) -> bool:
     """Paths no real site needs: very deep, or the same segment repeated (relative-link loops)."""
     segments = [segment for segment in urlsplit(url).path.split("/") if segment]

@@ -126,63 +126,51 @@ def prepare(result: Result, settings: Settings) -> None:
         ]
 
 
-def store(
-    db: Database,
-    sink: PageSink,
-    settings: Settings,
-    owner: str,
-    results: list[Result],
-    stop: threading.Event | None = None,
-) -> dict[str, float]:
+@dataclass
+class Store:
+    """Where a crawler's results go: the database, the page sink, and what the crawler owns."""
+
+    db: Database
+    sink: PageSink
+    settings: Settings
+    owner: str
+    stop: threading.Event | None = None
+    known: frontier_db.KnownUrls = field(default_factory=frontier_db.KnownUrls)
+
+
+def store(target: Store, results: list[Result]) -> dict[str, float]:
     """Write a batch; returns the counters it moved. Raises DatabaseUnavailable when the database
     stays away for CRAWLER_DB_RETRY_SEC; a permanent failure costs only the result at fault."""
     for result in results:
-        prepare(result, settings)
-    return dict(_store_isolating(db, sink, settings, owner, results, stop))
+        prepare(result, target.settings)
+    return dict(_store_isolating(target, results))
 
 
-def _store_isolating(
-    db: Database,
-    sink: PageSink,
-    settings: Settings,
-    owner: str,
-    results: list[Result],
-    stop: threading.Event | None,
-) -> Counter[str]:
+def _store_isolating(target: Store, results: list[Result]) -> Counter[str]:
     try:
-        return _store_held(db, sink, settings, owner, results, stop)
+        return _store_held(target, results)
     except retry.DatabaseUnavailable:
         raise
     except Exception as exc:  # permanent: one of these results can never be written as it is
         if len(results) == 1:
-            return _quarantine(db, owner, results[0], exc, settings, stop)
+            return _quarantine(target, results[0], exc)
     half = len(results) // 2  # bisect: k bad results among n cost O(k log n) transactions
-    totals = _store_isolating(db, sink, settings, owner, results[:half], stop)
-    totals.update(_store_isolating(db, sink, settings, owner, results[half:], stop))
+    totals = _store_isolating(target, results[:half])
+    totals.update(_store_isolating(target, results[half:]))
     return totals
 
 
-def _store_held(
-    db: Database,
-    sink: PageSink,
-    settings: Settings,
-    owner: str,
-    results: list[Result],
-    stop: threading.Event | None,
-) -> Counter[str]:
+def _store_held(target: Store, results: list[Result]) -> Counter[str]:
     """Store the results whose leases still hold; the others are dropped and counted."""
     dropped: Counter[str] = Counter()
     while results:
         try:
             stored = retry.call(
                 _store_once,
-                db,
-                sink,
-                settings,
-                owner,
+                target,
                 results,
-                budget=settings.crawler_db_retry_sec,
-                stop=stop,
+                budget=target.settings.crawler_db_retry_sec,
+                stop=target.stop,
                 what=f"storing {len(results)} crawl results",
             )
             return stored + dropped
@@ -203,15 +191,9 @@ def _check_leases(db: Database, conn: Connection, owner: str, results: list[Resu
         raise LeaseLost(lost)
 
 
-def _quarantine(
-    db: Database,
-    owner: str,
-    result: Result,
-    exc: Exception,
-    settings: Settings,
-    stop: threading.Event | None,
-) -> Counter[str]:
+def _quarantine(target: Store, result: Result, exc: Exception) -> Counter[str]:
     """Mark one URL whose result cannot be stored as failed (once: it is not fetched again)."""
+    db, owner = target.db, target.owner
     kind = "sink" if isinstance(exc, SinkError) else "store"
     cause = exc.__cause__ or exc
     log.warning("%s failed for %s: %s: %s", kind, result.page.url if result.page else result.outcome.url_hash,
@@ -230,7 +212,8 @@ def _quarantine(
             counters.add(db, {global_name(name): int(value) for name, value in counts.items() if value}, conn)
 
     try:
-        retry.call(write, budget=settings.crawler_db_retry_sec, stop=stop, what="quarantining a crawl result")
+        budget = target.settings.crawler_db_retry_sec
+        retry.call(write, budget=budget, stop=target.stop, what="quarantining a crawl result")
     except LeaseLost:
         return Counter({"lease_lost": 1})
     except retry.DatabaseUnavailable:
@@ -240,9 +223,8 @@ def _quarantine(
     return counts
 
 
-def _store_once(
-    db: Database, sink: PageSink, settings: Settings, owner: str, results: list[Result]
-) -> Counter[str]:
+def _store_once(target: Store, results: list[Result]) -> Counter[str]:
+    db, settings = target.db, target.settings
     totals: Counter[str] = Counter()
     new_urls: list[frontier_db.NewUrl] = []
     pages_by_origin: Counter[str] = Counter()
@@ -263,11 +245,12 @@ def _store_once(
             max_per_host=settings.crawler_max_pages_per_host,
             max_variants=settings.crawler_max_url_variants,
             per=settings.crawler_politeness_per,
+            known=target.known,
         )
-        _check_leases(db, conn, owner, results, plan.sites)
+        _check_leases(db, conn, target.owner, results, plan.sites)
         if pages:
             try:
-                sink.handle(pages, conn)
+                target.sink.handle(pages, conn)
             except Exception as exc:  # the caller splits the batch to find the page at fault
                 if retry.is_transient(exc):
                     raise
@@ -279,6 +262,7 @@ def _store_once(
         frontier_db.add_host_pages(conn, dict(pages_by_origin))
         deltas = {global_name(name): int(value) for name, value in totals.items() if value}
         counters.add(db, deltas, conn)
+    target.known.update(plan.in_frontier)  # committed: these are in the frontier now
     return Counter({name: value for name, value in totals.items() if value})
 
 

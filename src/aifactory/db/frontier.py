@@ -119,10 +119,31 @@ class UrlPlan:
     rows: list[dict] = field(default_factory=list)
     origins: dict[str, str] = field(default_factory=dict)  # origin -> its site, for every row
     new_origins: set[str] = field(default_factory=set)
+    in_frontier: set[int] = field(default_factory=set)  # URL hashes found there (or added) by this plan
 
     @property
     def sites(self) -> set[str]:
         return set(self.origins.values())
+
+
+class KnownUrls:
+    """URL hashes this process knows to be in the frontier (it queued them, or found them there):
+    links found again and again on a site's pages are not looked up in the database each time.
+    Bounded (the oldest are forgotten and simply looked up again); filled only after a commit."""
+
+    def __init__(self, size: int = 500_000) -> None:
+        self.size = size
+        self._items: dict[int, None] = {}
+
+    def __contains__(self, key: int) -> bool:
+        return key in self._items
+
+    def update(self, hashes: Iterable[int]) -> None:
+        items = self._items
+        for key in hashes:
+            items[key] = None
+        while len(items) > self.size:
+            del items[next(iter(items))]
 
 
 def _chunks(items: list, size: int = CHUNK) -> Iterable[list]:
@@ -183,8 +204,9 @@ def plan_urls(
     max_per_host: int,
     max_variants: int,
     per: str = "domain",
+    known: KnownUrls | None = None,
 ) -> UrlPlan:
-    """Which of `urls` to add (reads only).
+    """Which of `urls` to add (reads only); those in `known` are taken as queued already.
 
     A host takes at most 2 x max_per_host URLs in all (its page budget, with room for failures), and
     URL variants (one path's queries, a calendar pattern) at most max_variants each: traps end here.
@@ -192,17 +214,18 @@ def plan_urls(
     host names longer than DNS allows; this is the last line, so no row can fail to be written)."""
     plan = UrlPlan()
     batch: dict[int, NewUrl] = {}
+    longest = hosts.c.origin.type.length
     for item in urls:
-        if len(origin_of(item.url)) <= hosts.c.origin.type.length:
-            batch.setdefault(url_hash(item.url), item)
+        h = url_hash(item.url)
+        if h not in batch and (known is None or h not in known) and len(origin_of(item.url)) <= longest:
+            batch[h] = item
     if not batch:
         return plan
-    known: set[int] = set()
     for chunk in _chunks(list(batch)):
-        known.update(
+        plan.in_frontier.update(
             conn.execute(sa.select(frontier.c.url_hash).where(frontier.c.url_hash.in_(chunk))).scalars()
         )
-    fresh = [(h, item) for h, item in batch.items() if h not in known]
+    fresh = [(h, item) for h, item in batch.items() if h not in plan.in_frontier]
     if not fresh:
         return plan
 
@@ -268,6 +291,7 @@ def write_urls(db: Database, conn: Connection, plan: UrlPlan) -> tuple[int, int]
         result = conn.execute(insert.returning(frontier.c.url_hash, sort_by_parameter_order=True), chunk)
         added.extend(result.scalars())
     added_set = set(added)
+    plan.in_frontier |= added_set
     per_origin: dict[str, int] = defaultdict(int)
     source: dict[str, str] = {}
     for row in plan.rows:

@@ -148,4 +148,4 @@ def run(ctx: EngineContext) -> None:
             idle = False
             ctx.set_phase("processing", f"{taken} pages in {seconds:.1f}s, {outcome['docs.stored']} stored")
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        discard_pool(pool)  # between batches nothing is lost; waiting for workers still starting up is
