@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from aifactory.collect import engine as collector_engine
 from aifactory.collect.engine import plan_cycle, seed_urls
 from aifactory.collect.sink import FetchedPage, PageStore
 from aifactory.db import Database, counters
@@ -225,3 +226,34 @@ def test_a_page_the_sink_rejects_is_counted_and_the_rest_are_kept(db: Database, 
     assert set(page_rows(db)) == {site.url("/")} | {site.url(f"/p/{i}") for i in range(8) if i != 3}
     assert counts["errors_sink"] == 1 and counts["stored"] == 8
     assert counters.get_all(db)["crawl.errors.sink"] == 1
+
+
+def test_the_collector_never_waits_on_the_database_on_its_event_loop(
+    db: Database, make_settings: Any
+) -> None:
+    """Counters, phases and events are written from worker threads: a slow or failing database can
+    delay them, never the event loop that runs every fetch (nor kill the task that stores results)."""
+    loop_thread = "collector-loop"
+    on_loop: list[str] = []
+
+    def record(*args: Any) -> None:
+        if threading.current_thread().name == loop_thread:
+            on_loop.append(str(args[2])[:80])
+
+    with SiteServer(wide_site(30)) as site:
+        settings = crawl_settings(
+            make_settings, database_url=db.url, web_seed_urls=[site.url("/")], max_crawl_pages_per_cycle=10
+        )
+        stop = threading.Event()
+        ctx = EngineContext(settings, db, "n1", "collector", stop)
+        sa.event.listen(db.engine, "before_cursor_execute", record)
+        try:
+            thread = threading.Thread(target=collector_engine.run, args=(ctx,), name=loop_thread)
+            thread.start()
+            wait_for(lambda: stored_pages(db) >= 20, 30, "20 pages")  # several cycles, counters written
+            stop.set()
+            thread.join(30)
+        finally:
+            sa.event.remove(db.engine, "before_cursor_execute", record)
+    assert not thread.is_alive()
+    assert on_loop == []
