@@ -348,3 +348,23 @@ def test_two_nodes_never_fetch_one_site_at_once_when_renewals_fail(
             conn.execute(sa.select(pages.c.node_id, sa.func.count()).group_by(pages.c.node_id)).all()
         )
     assert by_node.get("node-b", 0) > 0
+
+
+def test_a_site_whose_task_fails_is_backed_off_not_claimed_again_at_once(
+    db: Database, make_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = crawl_settings(make_settings, crawler_retry_base_sec=30.0)
+    calls = {"n": 0}
+    real_due = frontier_db.due_urls
+
+    def broken(db_: Database, origin: str, *args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        raise ValueError("a bug in reading this site's queue")
+
+    monkeypatch.setattr(frontier_db, "due_urls", broken)
+    with SiteServer(wide_site(3)) as site:
+        in_thread(lambda: crawl(db, settings, [site.url("/")], time_limit=3.0, until_settled=False), 30)
+    monkeypatch.setattr(frontier_db, "due_urls", real_due)
+    assert calls["n"] == 1  # once, then the site waits out its back-off instead of failing every claim
+    wait = frontier_db.next_due_in(db, {site.origin})
+    assert wait is not None and wait > 20
