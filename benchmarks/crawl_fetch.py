@@ -177,15 +177,20 @@ def crawl(base_url: str, seeds: list[str], total: int, workers: int, stats_port:
                 raise SystemExit(f"workers did not start; see {workdir}")
             time.sleep(0.1)
         server_stats(stats_port, reset=True)
-        seq = node_db.send_command(db, "start")
+        deadline = time.monotonic() + 60
+        node_db.send_command(db, "start")
         if not WITH_TEXT_ENGINE:  # only the collector runs: the text engine is measured on its own
             with psycopg.connect(url, autocommit=True) as conn:
-                while conn.execute("SELECT min(applied_seq) FROM nodes").fetchone()[0] < seq:  # type: ignore[index,operator]
+                waiting = "SELECT count(*) FROM nodes WHERE applied_seq < command_seq"
+                while conn.execute(waiting).fetchone()[0]:  # type: ignore[index]
+                    if time.monotonic() > deadline:
+                        raise SystemExit(f"workers did not take the start command; see {workdir}")
                     time.sleep(0.02)
             for i in range(workers):
                 for engine in ("text", "sources"):
                     engine_db.set_desired(db, f"bench-{i}", "stopped", engine=engine)
         deadline = time.monotonic() + 600
+        print(f"  crawling with {workers} worker(s)...", flush=True)
         done_query = f"SELECT count(*) FROM \"{schema}\".frontier WHERE state = 'done'"
         with psycopg.connect(base_url, autocommit=True) as conn:
             while conn.execute(done_query).fetchone()[0] < total:  # type: ignore[index]

@@ -124,6 +124,11 @@ def test_collectors_reserve_their_staging_room_from_one_budget(db: Database) -> 
     assert staging.reserve(db, "a", 30, 50, 60.0) == (10, 10)  # 10 waiting + c's 30 leave 10
     staging.reserve(db, "c", 5, 50, -1.0)  # a reservation that expired (its node died) counts for nothing
     assert staging.reserve(db, "b", 50, 50, 60.0) == (30, 10)
+    for node in ("a", "b", "c"):
+        staging.reserve(db, node, 0, 50, 0.0)
+    # With two collectors neither takes more than half, so one long cycle never starves the other.
+    assert staging.reserve(db, "a", 50, 50, 60.0, nodes=2) == (25, 10)
+    assert staging.reserve(db, "b", 50, 50, 60.0, nodes=2) == (15, 10)
 
 
 def test_two_collectors_never_stage_more_than_the_shared_budget(db: Database, make_settings: Any) -> None:

@@ -190,7 +190,13 @@ async def _crawl(ctx: EngineContext, reporter: Reporter) -> None:
                 continue
             if s.staging_max_pages:
                 granted, waiting = await database(
-                    staging.reserve, ctx.db, ctx.node_id, budget, s.staging_max_pages, RESERVATION_TTL_SEC
+                    staging.reserve,
+                    ctx.db,
+                    ctx.node_id,
+                    budget,
+                    s.staging_max_pages,
+                    RESERVATION_TTL_SEC,
+                    nodes,
                 )
                 if not granted:
                     detail = (
@@ -198,7 +204,7 @@ async def _crawl(ctx: EngineContext, reporter: Reporter) -> None:
                     )
                     await reporter.call(ctx.set_phase, "waiting", detail)
                     reporter.add({"backpressure_waits": 1})
-                    await _pause(ctx, IDLE_POLL_SEC * 5)
+                    await _pause(ctx, IDLE_POLL_SEC)
                     continue
                 budget = granted
             try:

@@ -210,12 +210,15 @@ def backlog(db: Database, cap: int | None = None) -> int:
         return int(conn.execute(sa.select(sa.func.count()).select_from(waiting.subquery())).scalar_one())
 
 
-def reserve(db: Database, node_id: str, wanted: int, cap: int, ttl: float) -> tuple[int, int]:
+def reserve(
+    db: Database, node_id: str, wanted: int, cap: int, ttl: float, nodes: int = 1
+) -> tuple[int, int]:
     """Room for `wanted` more staged pages from the budget all collectors share; (granted, waiting).
 
     One transaction with the reservations row locked: the pages waiting, minus the live reservations
-    of the other nodes, is what is left, and this node's grant replaces its previous reservation. A
-    reservation expires after `ttl` seconds (a node that died), or is given back with `wanted=0`."""
+    of the other nodes, is what is left, and this node's grant replaces its previous reservation. No
+    node takes more than its share (cap / `nodes`), so one node's long cycle never starves the others.
+    A reservation expires after `ttl` seconds (a node that died), or is given back with `wanted=0`."""
     with db.begin() as conn:
         now = db.clock()
         db.upsert(
@@ -237,7 +240,8 @@ def reserve(db: Database, node_id: str, wanted: int, cap: int, ttl: float) -> tu
         waiting = int(
             conn.execute(sa.select(sa.func.count()).select_from(waiting_query.subquery())).scalar_one()
         )
-        granted = max(0, min(wanted, cap - waiting - sum(n for n, _ in held.values())))
+        share = -(-cap // max(1, nodes))
+        granted = max(0, min(wanted, share, cap - waiting - sum(n for n, _ in held.values())))
         if granted:
             held[node_id] = (granted, now + ttl)
         conn.execute(
