@@ -53,7 +53,12 @@ def test_a_200_page_site_is_crawled_at_the_host_interval(sqlite_db: Database, ma
         hits = site.hits
     fetched = [hit.path for hit in hits if hit.path not in SITE_FILES]
     assert sorted(fetched) == sorted(routes)  # every page, each exactly once
-    assert min(gaps(hits)) >= interval - JITTER  # robots.txt and tdmrep.json are paced too
+    # robots.txt and tdmrep.json are paced too. Arrival times are taken by the fixture server's thread,
+    # which a loaded machine can hold back for a while and then run two arrivals back to back; so
+    # every span of two gaps is checked (one late timestamp cannot shrink it) and the typical gap.
+    times = sorted(hit.at for hit in hits)
+    assert min(b - a for a, b in zip(times, times[2:], strict=False)) >= 2 * interval - JITTER
+    assert sorted(gaps(hits))[len(hits) // 2] >= interval - JITTER
     assert in_flight["max"] == 2
     assert all(row["state"] == "done" for row in frontier_rows(sqlite_db).values())
 

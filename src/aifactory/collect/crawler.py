@@ -283,7 +283,7 @@ class Crawler:
         self.hosts[lease.site] = state
         task = asyncio.create_task(self._site_main(state), name=f"site {lease.site}")
         self.tasks[lease.site] = task
-        task.add_done_callback(lambda _t, site=lease.site: self._site_done(site))
+        task.add_done_callback(lambda done, site=lease.site: self._site_done(site, done))
 
     def _gate(self, delays: list[float | None]) -> HostGate:
         s = self.settings
@@ -292,9 +292,10 @@ class Crawler:
             max(s.crawler_domain_min_interval_sec, delay), 1 if delay else s.crawler_domain_concurrency
         )
 
-    def _site_done(self, site: str) -> None:
-        self.tasks.pop(site, None)
-        self.hosts.pop(site, None)
+    def _site_done(self, site: str, task: asyncio.Task) -> None:
+        if self.tasks.get(site) is task:  # not a newer lease of the site, claimed as this one ended
+            del self.tasks[site]
+            self.hosts.pop(site, None)
 
     def _leave_expired(self, now: float) -> None:
         """A site whose lease may have run out (no renewal got through in time) is left at once:

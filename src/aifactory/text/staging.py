@@ -210,9 +210,7 @@ def backlog(db: Database, cap: int | None = None) -> int:
         return int(conn.execute(sa.select(sa.func.count()).select_from(waiting.subquery())).scalar_one())
 
 
-def reserve(
-    db: Database, node_id: str, wanted: int, cap: int, ttl: float, nodes: int = 1
-) -> tuple[int, int]:
+def reserve(db: Database, node_id: str, wanted: int, cap: int, ttl: float, nodes: int = 1) -> tuple[int, int]:
     """Room for `wanted` more staged pages from the budget all collectors share; (granted, waiting).
 
     One transaction with the reservations row locked: the pages waiting, minus the live reservations
