@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from aifactory.db import Database, counters
 from aifactory.db.schema import documents, staged_pages
 from aifactory.engine import EngineContext
+from aifactory.settings import Settings
 from aifactory.text import engine as text_engine
 from aifactory.text import extract, staging
 from aifactory.text.extract import Extracted, ExtractionTimeout, extract_document
@@ -114,3 +115,19 @@ def test_a_page_that_crashes_the_pool_is_quarantined_and_the_engine_goes_on(
     assert stored == {raw.url for raw in good}
     assert counters.get_all(db)["docs.quarantined"] == 1
     assert ctx.counters["quarantined"] == 1 and ctx.counters["pool_restarts"] >= 1
+
+
+def test_a_stop_during_a_batch_gives_the_pages_back_as_they_were(db: Database) -> None:
+    with db.begin() as conn:
+        staging.stage(db, conn, [RawDocument(url="https://s.example/hang", body="<p>HANG</p>")], "n1")
+    pool = crashy_pool()
+    asked = time.monotonic()
+    try:
+        with pytest.raises(text_engine.Stopped):
+            text_engine.process_batch(db, Settings(_env_file=None), "n1", [], pool, stopping=lambda: True)
+    finally:
+        text_engine.discard_pool(pool)
+    assert time.monotonic() - asked < 30
+    with db.read() as conn:
+        row = conn.execute(sa.select(staged_pages.c.attempts, staged_pages.c.claimed_by)).one()
+    assert tuple(row) == (0, None)  # not an attempt: stopping is no fault of the page

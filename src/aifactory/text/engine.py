@@ -19,6 +19,7 @@ import logging
 import multiprocessing
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import Executor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -36,10 +37,15 @@ log = logging.getLogger("aifactory.text")
 BATCH = 32
 POLICY_REFRESH_SEC = 30.0  # policies changed from the dashboard reach every node within this
 POOL_MARGIN_SEC = 30.0  # on top of the extraction time limits of a batch: starting workers, IPC
+STOP_CHECK_SEC = 0.25  # how often a wait on the pool looks whether the engine should stop
 
 
 class PoolFailure(Exception):
     """The process pool broke or did not answer in time; it must be replaced."""
+
+
+class Stopped(Exception):
+    """The engine was asked to stop while a batch was in the pool: the batch is given back as it was."""
 
 
 def make_pool(workers: int | None = None) -> concurrent.futures.ProcessPoolExecutor:
@@ -55,8 +61,14 @@ def discard_pool(pool: Executor) -> None:
     pool.shutdown(wait=False, cancel_futures=True)
 
 
-def analyze_in_pool(raws: list[RawDocument], config: PipelineConfig, pool: Executor | None) -> list[Analyzed]:
-    """The CPU steps of every page, in the pool, within a bounded time (PoolFailure otherwise)."""
+def analyze_in_pool(
+    raws: list[RawDocument],
+    config: PipelineConfig,
+    pool: Executor | None,
+    stopping: Callable[[], bool] = lambda: False,
+) -> list[Analyzed]:
+    """The CPU steps of every page, in the pool, within a bounded time (PoolFailure otherwise);
+    Stopped as soon as `stopping()` says so, rather than at the end of the batch."""
     if pool is None:
         return [doc for raw in raws for doc in analyze(raw, config)]
     try:
@@ -64,9 +76,15 @@ def analyze_in_pool(raws: list[RawDocument], config: PipelineConfig, pool: Execu
     except (BrokenProcessPool, RuntimeError) as exc:
         raise PoolFailure(f"the pool is broken: {exc}") from exc
     bound = config.extract_timeout * len(raws) + POOL_MARGIN_SEC
-    _done, pending = concurrent.futures.wait(futures, timeout=bound)
-    if pending:
-        raise PoolFailure(f"no answer from the pool in {bound:.0f}s")
+    deadline = time.monotonic() + bound
+    pending = set(futures)
+    while pending:
+        if stopping():
+            raise Stopped
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise PoolFailure(f"no answer from the pool in {bound:.0f}s")
+        _done, pending = concurrent.futures.wait(pending, timeout=min(left, STOP_CHECK_SEC))
     try:
         return [doc for future in futures for doc in future.result()]
     except BrokenProcessPool as exc:
@@ -80,16 +98,23 @@ def process_batch(
     policies: list[Policy],
     pool: Executor | None,
     limit: int = BATCH,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> tuple[int, Counter[str]]:
     """Claim up to `limit` staged pages, turn them into documents; (pages taken, outcome counts).
-    Raises PoolFailure (the claimed pages are given back, their attempt counted) if the pool fails."""
+    Raises PoolFailure (the claimed pages are given back, their attempt counted) if the pool fails,
+    and Stopped (the pages given back as they were) when the engine is stopped meanwhile."""
     batch = staging.claim(db, node_id, limit)
     if not batch:
         return 0, Counter()
+    ids = [page_id for page_id, _raw in batch]
     try:
-        analyzed = analyze_in_pool([raw for _id, raw in batch], PipelineConfig.from_settings(settings), pool)
+        config = PipelineConfig.from_settings(settings)
+        analyzed = analyze_in_pool([raw for _id, raw in batch], config, pool, stopping)
     except PoolFailure:
-        staging.unclaim(db, [page_id for page_id, _raw in batch])
+        staging.unclaim(db, ids)
+        raise
+    except Stopped:
+        staging.unclaim(db, ids, attempt_counts=False)
         raise
     with db.begin() as conn:
         outcome = store(db, analyzed, policies, node_id=node_id, dedup=settings.enable_text_dedup, conn=conn)
@@ -118,7 +143,11 @@ def run(ctx: EngineContext) -> None:
                 )
             started = time.monotonic()
             try:
-                taken, outcome = process_batch(ctx.db, ctx.settings, ctx.node_id, policies, pool)
+                taken, outcome = process_batch(
+                    ctx.db, ctx.settings, ctx.node_id, policies, pool, stopping=ctx.stopping
+                )
+            except Stopped:
+                break
             except PoolFailure as exc:
                 log.warning("text pool failed (%s); starting a new one", exc)
                 events.record(

@@ -168,15 +168,16 @@ def claim(db: Database, owner: str, limit: int) -> list[tuple[int, RawDocument]]
         return [(row.id, _raw(row)) for row in rows]
 
 
-def unclaim(db: Database, ids: list[int]) -> None:
-    """Give pages back at once (the pool failed on their batch): they are claimed again, one by one."""
+def unclaim(db: Database, ids: list[int], *, attempt_counts: bool = True) -> None:
+    """Give pages back at once: the pool failed on their batch (the attempt counts), or the engine is
+    stopping (it does not: the pages are as they were)."""
     if ids:
+        values: dict = {"claimed_by": None, "claimed_until": None}
+        if not attempt_counts:
+            attempts = staged_pages.c.attempts
+            values["attempts"] = sa.case((attempts > 0, attempts - 1), else_=0)
         with db.begin() as conn:
-            conn.execute(
-                staged_pages.update()
-                .where(staged_pages.c.id.in_(ids))
-                .values(claimed_by=None, claimed_until=None)
-            )
+            conn.execute(staged_pages.update().where(staged_pages.c.id.in_(ids)).values(**values))
 
 
 def _raw(row: sa.Row) -> RawDocument:
