@@ -2,13 +2,15 @@
 
     python benchmarks/crawl_fetch.py
 
-A fixture site of 2,016 pages on 16 hosts (16 ports of 127.0.0.1, pre-rendered HTML, an aiohttp server
-in its own process) is crawled by 1, 2 and 4 `aifactory worker` processes sharing one PostgreSQL
-(AIFACTORY_BENCH_DATABASE_URL, default postgresql://postgres@127.0.0.1:5432/test; each run in its own
-schema, dropped afterwards), with politeness intervals at 0 but robots.txt, safety checks, link
-extraction, the page sink and the frontier all on. "Raw HTTP" is a bare aiohttp client fetching the
-same 2,016 URLs with the same concurrency as one worker, measured in the same run, so the ratio
-says what the crawler's bookkeeping costs per page. The last line is
+A fixture site of 2,016 pages on 16 hosts (127.0.0.2 to 127.0.0.17: ports of one address would be one
+host for politeness; pre-rendered HTML, an aiohttp server in its own process) is crawled by 1, 2 and 4
+`aifactory worker` processes sharing one PostgreSQL (AIFACTORY_BENCH_DATABASE_URL, default
+postgresql://postgres@127.0.0.1:5432/test; each run in its own schema, dropped afterwards), with
+politeness intervals at 0 but robots.txt, safety checks, link extraction, the page sink (pages staged
+for the text engine) and the frontier all on. Only the collector engine runs (CRAWL_BENCH_TEXT=1 runs
+the text engine beside it; CRAWL_BENCH_WORKERS=1,2 chooses the worker counts). "Raw HTTP" is a bare
+aiohttp client fetching the same 2,016 URLs with the same concurrency as one worker, measured in the
+same run, so the ratio says what the crawler's bookkeeping costs per page. The last line is
 `RESULT crawl_vs_raw_http_ratio <1-worker crawl pages/s / raw pages/s>`.
 """
 
@@ -35,6 +37,10 @@ from aiohttp import web
 HOSTS, PAGES_PER_HOST = 16, 125  # + one home page per host = 2,016 pages
 CONCURRENCY = 16  # fetches at once per worker process (MAX_CRAWLER_WORKERS), and for the raw client
 DOMAIN_CONCURRENCY = 4
+# The text engine (extraction, in a process pool) is a separate engine that competes for the same two
+# cores; the benchmark measures the crawler, so it is stopped unless CRAWL_BENCH_TEXT=1.
+WITH_TEXT_ENGINE = os.environ.get("CRAWL_BENCH_TEXT") == "1"
+WORKER_COUNTS = tuple(int(n) for n in os.environ.get("CRAWL_BENCH_WORKERS", "1,2,4").split(","))
 DEFAULT_DB = "postgresql://postgres@127.0.0.1:5432/test"
 PARAGRAPH = "<p>" + "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 30 + "</p>"
 
@@ -51,7 +57,7 @@ def site_pages() -> dict[str, bytes]:
     }
 
 
-def serve(ports: list[int], ready: multiprocessing.synchronize.Event, stats_port: int) -> None:
+def serve(hosts: list[tuple[str, int]], ready: multiprocessing.synchronize.Event, stats_port: int) -> None:
     pages = site_pages()
     hits = {"pages": 0, "first": 0.0, "last": 0.0}
 
@@ -74,8 +80,8 @@ def serve(ports: list[int], ready: multiprocessing.synchronize.Event, stats_port
         app.router.add_get("/{tail:.*}", handle)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        for port in ports:
-            await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
+        for host, port in hosts:
+            await web.TCPSite(runner, host, port, backlog=1024).start()
         admin = web.Application()
         admin.router.add_route("*", "/stats", stats)
         admin_runner = web.AppRunner(admin, access_log=None)
@@ -87,16 +93,12 @@ def serve(ports: list[int], ready: multiprocessing.synchronize.Event, stats_port
     asyncio.run(main())
 
 
-def free_ports(count: int) -> list[int]:
+def free_port(host: str) -> int:
     import socket
 
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
 
 
 # --- measurements ---------------------------------------------------------------------------------------
@@ -133,6 +135,7 @@ def schema_url(base: str, schema: str) -> str:
 def crawl(base_url: str, seeds: list[str], total: int, workers: int, stats_port: int) -> tuple[float, int]:
     """(pages/s, pages fetched twice) for `workers` worker processes crawling the site once."""
     from aifactory.cluster import commands, membership
+    from aifactory.cluster import engine_state as engine_db
     from aifactory.db import Database, migrate
 
     schema = f"bench_{uuid.uuid4().hex[:10]}"
@@ -152,7 +155,7 @@ def crawl(base_url: str, seeds: list[str], total: int, workers: int, stats_port:
         CRAWLER_DOMAIN_MIN_INTERVAL_SEC="0",
         CRAWLER_BATCH_SLEEP_SEC="0",
         MAX_CRAWL_PAGES_PER_CYCLE="1000000",
-        CRAWLER_PRIVATE_ALLOWLIST="127.0.0.1",
+        CRAWLER_PRIVATE_ALLOWLIST="127.0.0.0/8",
         CRAWLER_CONTACT_URL="https://example.invalid/benchmark",
         NODE_HEARTBEAT_INTERVAL_SEC="0.5",
         WEB_SEED_URLS=",".join(seeds),
@@ -174,8 +177,20 @@ def crawl(base_url: str, seeds: list[str], total: int, workers: int, stats_port:
                 raise SystemExit(f"workers did not start; see {workdir}")
             time.sleep(0.1)
         server_stats(stats_port, reset=True)
+        deadline = time.monotonic() + 60
         commands.send_command(db, "start")
+        if not WITH_TEXT_ENGINE:  # only the collector runs: the text engine is measured on its own
+            with psycopg.connect(url, autocommit=True) as conn:
+                waiting = "SELECT count(*) FROM nodes WHERE applied_seq < command_seq"
+                while conn.execute(waiting).fetchone()[0]:  # type: ignore[index]
+                    if time.monotonic() > deadline:
+                        raise SystemExit(f"workers did not take the start command; see {workdir}")
+                    time.sleep(0.02)
+            for i in range(workers):
+                for engine in ("text", "sources"):
+                    engine_db.set_desired(db, f"bench-{i}", "stopped", engine=engine)
         deadline = time.monotonic() + 600
+        print(f"  crawling with {workers} worker(s)...", flush=True)
         done_query = f"SELECT count(*) FROM \"{schema}\".frontier WHERE state = 'done'"
         with psycopg.connect(base_url, autocommit=True) as conn:
             while conn.execute(done_query).fetchone()[0] < total:  # type: ignore[index]
@@ -202,29 +217,28 @@ def crawl(base_url: str, seeds: list[str], total: int, workers: int, stats_port:
 
 def main() -> None:
     base_url = os.environ.get("AIFACTORY_BENCH_DATABASE_URL", DEFAULT_DB)
-    ports = free_ports(HOSTS + 1)
-    stats_port, ports = ports[0], ports[1:]
+    stats_port = free_port("127.0.0.1")
+    hosts = [(f"127.0.0.{2 + i}", 0) for i in range(HOSTS)]
+    hosts = [(host, free_port(host)) for host, _ in hosts]
     ready = multiprocessing.get_context("spawn").Event()
     server = multiprocessing.get_context("spawn").Process(
-        target=serve, args=(ports, ready, stats_port), daemon=True
+        target=serve, args=(hosts, ready, stats_port), daemon=True
     )
     server.start()
     if not ready.wait(30):
         raise SystemExit("the fixture server did not start")
     try:
         paths = list(site_pages())
-        seeds = [f"http://127.0.0.1:{port}/" for port in ports]
-        urls = [f"http://127.0.0.1:{port}{path}" for port in ports for path in paths]
+        seeds = [f"http://{host}:{port}/" for host, port in hosts]
+        urls = [f"http://{host}:{port}{path}" for host, port in hosts for path in paths]
         total = len(urls)
-        print(
-            f"fixture: {total} pages on {HOSTS} hosts (127.0.0.1, {HOSTS} ports), server in its own process"
-        )
+        print(f"fixture: {total} pages on {HOSTS} hosts (127.0.0.2-{1 + HOSTS}), server in its own process")
         print(f"cores: {os.cpu_count()}; database: PostgreSQL ({base_url.split('@')[-1]})")
         asyncio.run(raw_http(urls[:200]))  # warm up
         raw = statistics.median(asyncio.run(raw_http(urls)) for _ in range(5))  # a short run: take 5
         print(f"raw HTTP    1 client process, {CONCURRENCY} concurrent : {raw:8.1f} pages/s (median of 5)")
         ratio = 0.0
-        for workers in (1, 2, 4):
+        for workers in WORKER_COUNTS:
             rate, twice = crawl(base_url, seeds, total, workers, stats_port)
             label = f"{workers} worker process{'es' if workers > 1 else ''}"
             print(

@@ -186,6 +186,15 @@ class Settings(BaseSettings):
         ge=0,
     )
     crawler_allow_subdomains: bool = setting(False, "Follow links into subdomains of a seed's host.", CRAWL)
+    crawler_politeness_per: Literal["host", "domain"] = setting(
+        "domain",
+        "Unit one pace and one lease apply to: host (each host name) or domain (a registrable domain "
+        "with its subdomains, from the bundled Public Suffix List). Set it the same on every node.",
+        CRAWL,
+    )
+    crawler_max_crawl_delay_sec: float = setting(
+        60.0, "Longest robots.txt Crawl-delay honoured; a longer one is taken as this.", CRAWL, ge=0, le=3600
+    )
     crawler_user_agent: str = setting(
         "AIFactoryBot",
         "Product token of the crawler's User-Agent; robots.txt groups for it apply.",
@@ -256,6 +265,21 @@ class Settings(BaseSettings):
         CRAWL,
         ge=1,
         le=3600,
+    )
+    crawler_db_retry_sec: float = setting(
+        60.0,
+        "How long the crawler retries a database that is away before the collector stops with an error "
+        "(the node restarts it; nothing is lost).",
+        CRAWL,
+        ge=0,
+        le=3600,
+    )
+    crawler_retention_days: float = setting(
+        90.0,
+        "Fetched-page records and finished frontier URLs older than this are deleted (counters are "
+        "kept); 0 = keep forever.",
+        CRAWL,
+        ge=0,
     )
     crawler_recrawl_sec: float = setting(
         604800.0,

@@ -17,19 +17,22 @@ import sqlalchemy as sa
 
 from aifactory.cluster import commands, membership
 from aifactory.db import Database, migrate
-from aifactory.db.schema import frontier, hosts, pages
+from aifactory.db.schema import frontier, pages
+from aifactory.db.schema import sites as site_rows
 from tests.collect.sites import SiteServer, wide_site
 
 pytestmark = pytest.mark.postgres
 ROOT = Path(__file__).resolve().parents[2]
-SITES, PAGES = 6, 30  # six hosts (one port each), 31 URLs per host
+SITES, PAGES = 6, 30  # six hosts (127.0.0.2 to 127.0.0.7: ports of one address are one host), 31 URLs each
 SITE_FILES = ("/robots.txt", "/.well-known/tdmrep.json")
 
 
 @contextmanager
 def fixture_sites() -> Iterator[list[SiteServer]]:
     with ExitStack() as stack:
-        yield [stack.enter_context(SiteServer(wide_site(PAGES))) for _ in range(SITES)]
+        yield [
+            stack.enter_context(SiteServer(wide_site(PAGES), host=f"127.0.0.{2 + i}")) for i in range(SITES)
+        ]
 
 
 def start_worker(
@@ -48,7 +51,7 @@ def start_worker(
         COLLECTION_NODE_WINDOW_SEC="5",
         MAX_CRAWL_PAGES_PER_CYCLE="60",
         WEB_SEED_URLS=",".join(site.url("/") for site in sites),
-        CRAWLER_PRIVATE_ALLOWLIST="127.0.0.1",
+        CRAWLER_PRIVATE_ALLOWLIST="127.0.0.0/8",
         CRAWLER_CONTACT_URL="https://example.invalid/crawler",
         CRAWLER_DOMAIN_MIN_INTERVAL_SEC=str(interval),
         CRAWLER_BATCH_SLEEP_SEC="0",
@@ -134,7 +137,9 @@ def test_three_workers_fetch_every_url_exactly_once(pg_url: str, tmp_path: Path)
         by_node = dict(
             conn.execute(sa.select(pages.c.node_id, sa.func.count()).group_by(pages.c.node_id)).all()
         )
-        assert conn.execute(sa.select(hosts.c.origin).where(hosts.c.lease_owner.is_not(None))).all() == []
+        assert (
+            conn.execute(sa.select(site_rows.c.site).where(site_rows.c.lease_owner.is_not(None))).all() == []
+        )
     assert sum(by_node.values()) == len(expected)
     assert len(by_node) >= 2, by_node  # the work was shared (each node prefers its shard of the hosts)
     db.dispose()
@@ -144,10 +149,12 @@ def test_a_killed_worker_loses_nothing(pg_url: str, tmp_path: Path) -> None:
     db = Database(pg_url)
 
     def held_by(node_id: str) -> set[str]:
+        """The origins of the sites a node holds (each fixture site is one host, one origin)."""
         with db.read() as conn:
-            return set(
-                conn.execute(sa.select(hosts.c.origin).where(hosts.c.lease_owner == node_id)).scalars()
+            held = set(
+                conn.execute(sa.select(site_rows.c.site).where(site_rows.c.lease_owner == node_id)).scalars()
             )
+        return {site.origin for site in fixture if site.host in held}
 
     def stored_by(node_id: str) -> int:
         return scalar(db, sa.select(sa.func.count()).select_from(pages).where(pages.c.node_id == node_id))
@@ -161,7 +168,9 @@ def test_a_killed_worker_loses_nothing(pg_url: str, tmp_path: Path) -> None:
                 return node_id
         return None
 
-    with fixture_sites() as sites, cluster(pg_url, sites, tmp_path, interval=0.1) as procs:
+    fixture: list[SiteServer] = []
+    with fixture_sites() as servers, cluster(pg_url, servers, tmp_path, interval=0.1) as procs:
+        fixture.extend(servers)
         picked: list[str] = []
         wait_for(lambda: bool(node := busy_worker()) and not picked.append(node), 30, "a busy worker", procs)
         victim_id = picked[0]
@@ -172,9 +181,9 @@ def test_a_killed_worker_loses_nothing(pg_url: str, tmp_path: Path) -> None:
         killed_at = time.monotonic()
         stored_before = stored_by(victim_id)
         wait_for(lambda: finished(db), 90, "the others to finish", procs)
-        requests = page_requests(sites)
+        requests = page_requests(servers)
         taken_over_after = time.monotonic() - killed_at
-    expected = {site.url(path) for site in sites for path in wide_site(PAGES)}
+    expected = {site.url(path) for site in servers for path in wide_site(PAGES)}
     assert set(requests) == expected  # nothing lost: every page was fetched
     # Only what the victim had in flight (or fetched but not yet written) was fetched twice.
     twice = [url for url, n in requests.items() if n > 1]

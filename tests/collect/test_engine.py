@@ -14,11 +14,13 @@ from aifactory.cluster import commands, engine_state, membership
 from aifactory.cluster.context import EngineContext
 from aifactory.cluster.node import Node
 from aifactory.cluster.registry import available_engines
+from aifactory.collect import engine as collector_engine
 from aifactory.collect.engine import plan_cycle, seed_urls
 from aifactory.collect.sink import FetchedPage, PageStore
 from aifactory.db import Database, counters
-from aifactory.db.schema import hosts, pages
+from aifactory.db.schema import pages, sites
 from aifactory.text import staging
+from aifactory.text.pipeline import RawDocument
 from tests.collect.harness import crawl, crawl_settings, frontier_rows, page_rows, queue
 from tests.collect.sites import SiteServer, links, page, text, wide_site
 
@@ -62,7 +64,7 @@ def test_the_engine_crawls_while_ignited_and_stops_within_seconds(db: Database, 
     state = engine_state.load(db, node.node_id, "collector")
     assert state is not None and state["phase"] == "stopped" and state["restarts"] == 0
     with db.read() as conn:  # every lease was given back
-        assert conn.execute(sa.select(hosts.c.origin).where(hosts.c.lease_owner.is_not(None))).all() == []
+        assert conn.execute(sa.select(sites.c.site).where(sites.c.lease_owner.is_not(None))).all() == []
     # The engine's counters and the running counters tell the same story as the tables.
     engine_counts = state["counters"]
     totals = counters.get_all(db, prefix="crawl.")
@@ -105,6 +107,61 @@ def test_the_crawl_waits_while_the_text_engine_is_behind(db: Database, make_sett
             node.stop()
     state = engine_state.load(db, node.node_id, "collector")
     assert state is not None and state["counters"]["backpressure_waits"] >= 1
+
+
+def test_collectors_reserve_their_staging_room_from_one_budget(db: Database) -> None:
+    assert staging.reserve(db, "a", 30, 50, 60.0) == (30, 0)
+    assert staging.reserve(db, "b", 30, 50, 60.0) == (20, 0)  # what a holds is not b's to take
+    assert staging.reserve(db, "c", 30, 50, 60.0) == (0, 0)
+    staging.reserve(db, "a", 0, 50, 0.0)  # a's cycle is over: its room is free again
+    assert staging.reserve(db, "c", 30, 50, 60.0) == (30, 0)
+    with db.begin() as conn:
+        staging.stage(
+            db, conn, [RawDocument(url=f"https://s.example/{i}", body="text") for i in range(10)], "c"
+        )
+    staging.reserve(db, "b", 0, 50, 0.0)
+    assert staging.reserve(db, "a", 30, 50, 60.0) == (10, 10)  # 10 waiting + c's 30 leave 10
+    staging.reserve(db, "c", 5, 50, -1.0)  # a reservation that expired (its node died) counts for nothing
+    assert staging.reserve(db, "b", 50, 50, 60.0) == (30, 10)
+    for node in ("a", "b", "c"):
+        staging.reserve(db, node, 0, 50, 0.0)
+    # With two collectors neither takes more than half, so one long cycle never starves the other.
+    assert staging.reserve(db, "a", 50, 50, 60.0, nodes=2) == (25, 10)
+    assert staging.reserve(db, "b", 50, 50, 60.0, nodes=2) == (15, 10)
+
+
+def test_two_collectors_never_stage_more_than_the_shared_budget(db: Database, make_settings: Any) -> None:
+    with (
+        SiteServer(wide_site(60), host="127.0.0.2") as one,
+        SiteServer(wide_site(60), host="127.0.0.3") as two,
+    ):
+        collector_only = [spec for spec in available_engines() if spec.name == "collector"]
+        nodes = []
+        for name, role in (("collector-a", "master"), ("collector-b", "worker")):
+            settings = crawl_settings(
+                make_settings,
+                database_url=db.url,
+                node_id=name,
+                system_role=role,
+                web_seed_urls=[one.url("/"), two.url("/")],
+                staging_max_pages=12,
+                max_crawl_pages_per_cycle=60,
+            )
+            nodes.append(Node(settings, db, collector_only, role=role))
+        for node in nodes:
+            node.start()
+        try:
+            commands.send_command(db, "start")
+
+            def waiting(node: Node) -> bool:
+                state = engine_state.load(db, node.node_id, "collector")
+                return bool(state) and state["phase"] == "waiting"
+
+            wait_for(lambda: all(waiting(node) for node in nodes), 30, "both collectors to wait")
+            assert staging.backlog(db) == 12  # one budget for the two of them, not 12 each
+        finally:
+            for node in nodes:
+                node.stop()
 
 
 def test_each_node_takes_its_share(db: Database, make_settings: Any) -> None:
@@ -173,3 +230,34 @@ def test_a_page_the_sink_rejects_is_counted_and_the_rest_are_kept(db: Database, 
     assert set(page_rows(db)) == {site.url("/")} | {site.url(f"/p/{i}") for i in range(8) if i != 3}
     assert counts["errors_sink"] == 1 and counts["stored"] == 8
     assert counters.get_all(db)["crawl.errors.sink"] == 1
+
+
+def test_the_collector_never_waits_on_the_database_on_its_event_loop(
+    db: Database, make_settings: Any
+) -> None:
+    """Counters, phases and events are written from worker threads: a slow or failing database can
+    delay them, never the event loop that runs every fetch (nor kill the task that stores results)."""
+    loop_thread = "collector-loop"
+    on_loop: list[str] = []
+
+    def record(*args: Any) -> None:
+        if threading.current_thread().name == loop_thread:
+            on_loop.append(str(args[2])[:80])
+
+    with SiteServer(wide_site(30)) as site:
+        settings = crawl_settings(
+            make_settings, database_url=db.url, web_seed_urls=[site.url("/")], max_crawl_pages_per_cycle=10
+        )
+        stop = threading.Event()
+        ctx = EngineContext(settings, db, "n1", "collector", stop)
+        sa.event.listen(db.engine, "before_cursor_execute", record)
+        try:
+            thread = threading.Thread(target=collector_engine.run, args=(ctx,), name=loop_thread)
+            thread.start()
+            wait_for(lambda: stored_pages(db) >= 20, 30, "20 pages")  # several cycles, counters written
+            stop.set()
+            thread.join(30)
+        finally:
+            sa.event.remove(db.engine, "before_cursor_execute", record)
+    assert not thread.is_alive()
+    assert on_loop == []

@@ -10,6 +10,7 @@ import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.web import HTTPFound
 
+from aifactory.collect.fetch import Fetcher, FetchError
 from aifactory.collect.safety import AddressPolicy, SafeResolver, UnsafeAddress
 from aifactory.db import Database
 from tests.collect.harness import crawl, crawl_settings, frontier_rows
@@ -19,7 +20,10 @@ from tests.collect.sites import SiteServer, page, wide_site
 @pytest.mark.parametrize(
     "address",
     ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0",
-     "224.0.0.1", "::1", "fe80::1", "fc00::1", "::ffff:127.0.0.1", "ff02::1"],
+     "224.0.0.1", "::1", "fe80::1", "fc00::1", "::ffff:127.0.0.1", "ff02::1",
+     # IPv6 forms that carry a private IPv4 address: NAT64, IPv4-compatible, 6to4, Teredo.
+     "64:ff9b::7f00:1", "64:ff9b::10.0.0.1", "64:ff9b:1::a9fe:a9fe", "::127.0.0.1", "::10.0.0.1",
+     "2002:c0a8:101::1", "2001:0:4136:e378:8000:63bf:3fff:fdd2"],
 )  # fmt: skip
 def test_non_public_addresses_are_refused(address: str) -> None:
     assert not AddressPolicy().address_allowed(address)
@@ -36,13 +40,68 @@ def test_public_addresses_and_the_allowlist_pass() -> None:
     assert policy.host_allowed("Intranet.Local")
 
 
-def test_ip_literals_are_checked_before_any_request() -> None:
+def test_embedded_public_ipv4_passes() -> None:
+    assert AddressPolicy().address_allowed("64:ff9b::5db8:d70e")  # NAT64 of 93.184.215.14
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:8080/", "http://[::1]/", "http://2130706433/", "http://127.1/", "http://0x7f.1/",
+     "http://0177.0.0.1/", "http://%31%32%37.0.0.1/", "http://[::ffff:127.0.0.1]/", "http://[64:ff9b::a00:1]/",
+     "http://1.2.3.4.5/"],
+)  # fmt: skip
+def test_ip_literals_in_every_spelling_are_checked_before_any_request(url: str) -> None:
+    with pytest.raises(UnsafeAddress):
+        AddressPolicy().check_url(url)
+
+
+def test_names_are_checked_when_resolved() -> None:
+    AddressPolicy().check_url("http://example.com/")
+
+
+def test_the_address_dialled_is_checked_however_the_url_was_read() -> None:
+    """The socket factory refuses the connection itself, whatever the HTTP library made of the host."""
     policy = AddressPolicy()
-    with pytest.raises(UnsafeAddress):
-        policy.check_url("http://127.0.0.1:8080/")
-    with pytest.raises(UnsafeAddress):
-        policy.check_url("http://[::1]/")
-    policy.check_url("http://example.com/")  # names are checked when resolved
+    for address in (("127.0.0.1", 80), ("::ffff:127.0.0.1", 80, 0, 0), ("64:ff9b::a00:1", 80, 0, 0)):
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        with pytest.raises(UnsafeAddress):
+            policy.socket_factory((family, socket.SOCK_STREAM, 6, "", address))
+    AddressPolicy(["127.0.0.0/8"]).socket_factory(
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 80))
+    ).close()
+
+
+def test_a_refused_connection_is_refused_even_when_the_earlier_checks_are_bypassed(
+    monkeypatch: pytest.MonkeyPatch, make_settings: Any
+) -> None:
+    async def resolve_anything(self: SafeResolver, host: str, port: int = 0, family: Any = 0) -> Any:
+        return await self.inner.resolve(host, port, family)
+
+    monkeypatch.setattr(AddressPolicy, "check_url", lambda self, url: None)  # IP literals pass
+    monkeypatch.setattr(SafeResolver, "resolve", resolve_anything)  # so do names of private addresses
+
+    async def fetch(url: str) -> str:
+        async with Fetcher(
+            crawl_settings(make_settings, crawler_private_allowlist=[]), max_connections=2
+        ) as fetcher:
+            try:
+                await fetcher.get(url)
+            except FetchError as exc:
+                return exc.kind
+        return "fetched"
+
+    with SiteServer(wide_site(1)) as site:
+        assert asyncio.run(fetch(site.url("/"))) == "unsafe_address"
+        assert asyncio.run(fetch(f"http://localhost:{site.port}/")) == "unsafe_address"
+        assert site.hits == []
+
+
+def test_a_numeric_seed_is_counted_as_refused_not_as_unreachable(db: Database, make_settings: Any) -> None:
+    settings = crawl_settings(make_settings, crawler_private_allowlist=[])
+    with SiteServer(wide_site(3)) as site:
+        counts = crawl(db, settings, [f"http://2130706433:{site.port}/"])
+        assert site.hits == []
+    assert counts["errors_unsafe_address"] == 1 and counts["errors_robots_unreachable"] == 0
 
 
 class FixedResolver(AbstractResolver):

@@ -11,6 +11,7 @@ from aifactory.collect.urls import (
     normalize_url,
     origin_of,
     shard_of,
+    site_of,
     url_hash,
     variant_key,
 )
@@ -34,6 +35,23 @@ from aifactory.collect.urls import (
         ("http://user:pass@example.com/", "http://example.com/"),
         ("http://B\u00fccher.example/", "http://xn--bcher-kva.example/"),
         ("http://example.com./x", "http://example.com/x"),
+        # Bytes it does not understand are kept: a Shift_JIS query is not turned into U+FFFD.
+        ("http://example.com/search?q=%82%A0&x=%e3%81%82", "http://example.com/search?q=%82%A0&x=%E3%81%82"),
+        ("http://example.com/?a", "http://example.com/?a"),  # a key without a value stays so
+        ("http://example.com/?b&a=&c=1", "http://example.com/?a=&b&c=1"),
+        ("http://example.com/?q=a%26b&x=1+2", "http://example.com/?q=a%26b&x=1+2"),
+        ("http://example.com/?b=2&a=9&b=1", "http://example.com/?a=9&b=2&b=1"),  # one key keeps its order
+        ("http://news.example/story?sid=123", "http://news.example/story?sid=123"),  # sid selects content
+        # IDNA 2008 (UTS #46): the German sharp s is a letter of its own, not "ss".
+        ("http://fa\u00df.de/", "http://xn--fa-hia.de/"),
+        ("http://\uff25\uff38\uff21\uff2d\uff30\uff2c\uff25.com/", "http://example.com/"),
+        # Numeric hosts, as browsers read them, become the address they mean.
+        ("http://2130706433:8080/x", "http://127.0.0.1:8080/x"),
+        ("http://127.1/", "http://127.0.0.1/"),
+        ("http://0x7f.0.0.1/", "http://127.0.0.1/"),
+        ("http://0177.0.0.01/", "http://127.0.0.1/"),
+        ("http://%31%32%37.0.0.1/", "http://127.0.0.1/"),
+        ("http://[0:0:0:0:0:ffff:7f00:1]/", "http://[::ffff:7f00:1]/"),
     ],
 )
 def test_normalization_gives_one_spelling_per_page(raw: str, expected: str) -> None:
@@ -51,10 +69,22 @@ def test_relative_links_are_resolved_against_the_page() -> None:
 @pytest.mark.parametrize(
     "raw",
     ["mailto:a@example.com", "javascript:void(0)", "ftp://example.com/f", "data:text/html,x", "http://", "",
-     "http://example.com:99999/", "http://" + "a" * 3000 + ".com/"],
+     "http://example.com:99999/", "http://" + "a" * 3000 + ".com/", "http://" + "a" * 400 + ".com/",
+     "http://" + ".".join(["a" * 60] * 5) + ".com/", "http://1.2.3.4.5/", "http://256.1.1.1/",
+     "http://example.123/", "http://[fe80::1%25eth0]/", "http://exa mple.com/", "http://\u2603.net/"],
 )  # fmt: skip
 def test_what_is_not_an_http_url_is_refused(raw: str) -> None:
     assert normalize_url(raw) is None
+
+
+def test_the_politeness_unit_is_the_host_or_its_registrable_domain() -> None:
+    assert (
+        site_of("https://www.example.co.uk") == site_of("http://static.example.co.uk:8080") == "example.co.uk"
+    )
+    assert site_of("https://alice.github.io") != site_of("https://bob.github.io")  # a public suffix
+    assert site_of("http://127.0.0.2:8080") == "127.0.0.2" and site_of("http://[::1]:80") == "::1"
+    assert site_of("http://localhost:8000") == "localhost"
+    assert site_of("https://www.example.co.uk", "host") == "www.example.co.uk"
 
 
 def test_keys_are_stable_and_distinct() -> None:

@@ -8,20 +8,35 @@ max(20, MAX_CRAWL_PAGES_PER_CYCLE // nodes), and (4) crawls until the budget is 
 due work. Hosts are leased, so nodes never crawl the same host at once; the shard only says which
 hosts a node looks at first. Stop cancels the fetches in flight and gives every lease back.
 
-Backpressure: fetched pages wait in `staged_pages` for the text engine. When STAGING_MAX_PAGES of them
-are waiting (the text engine is stopped, or slower than the crawl), the collector waits too instead of
-filling the disk; each cycle's budget is also cut to the room that is left.
+Backpressure: fetched pages wait in `staged_pages` for the text engine. The collectors of all nodes
+share STAGING_MAX_PAGES: each cycle a node reserves its room from what is left (text.staging.reserve)
+and crawls at most that many pages; with no room left (the text engine is stopped, or slower than the
+crawl) it waits instead of filling the disk.
+
+The event loop never touches the database itself: counters are gathered in memory and written, like
+phases and events, from a worker thread. A database that stays away longer than CRAWLER_DB_RETRY_SEC
+ends the engine with an error (the supervisor restarts it with back-off); nothing is lost, since what
+was not stored is still queued. Every CRAWLER_RETENTION_DAYS old `pages` rows and finished frontier
+rows are pruned (counters kept).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
+import functools
 import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 from aifactory.cluster import membership
 from aifactory.cluster.context import EngineContext
 from aifactory.collect import frontier as frontier_db
 from aifactory.collect.crawler import Crawler
+from aifactory.collect.safety import ALLOWLIST_HINT
 from aifactory.collect.urls import default_scope, directory_scope, normalize_url
 from aifactory.settings import Settings
 from aifactory.text import staging
@@ -30,6 +45,10 @@ log = logging.getLogger("aifactory.crawl")
 
 IDLE_POLL_SEC = 1.0  # with nothing due anywhere, look again after this long
 MIN_NODE_BUDGET = 20  # the original's floor for one node's share of MAX_CRAWL_PAGES_PER_CYCLE
+COUNT_EVERY_SEC = 2.0  # how often the gathered counters are written
+RETENTION_EVERY_SEC = 600.0
+RETENTION_BATCH = 5000
+RESERVATION_TTL_SEC = 900.0  # a staging reservation of a node that died is forgotten after this long
 
 
 def seed_urls(settings: Settings) -> tuple[list[frontier_db.NewUrl], list[str]]:
@@ -76,6 +95,45 @@ def run(ctx: EngineContext) -> None:
     asyncio.run(crawl_forever(ctx))
 
 
+class Reporter:
+    """The engine context's database writes (counters, phases, events), off the event loop.
+
+    One worker thread, so they keep their order; a failure to report is logged, never raised (the
+    crawl's own database work decides whether the database is unwell)."""
+
+    def __init__(self, ctx: EngineContext) -> None:
+        self.ctx = ctx
+        self.pending: Counter[str] = Counter()
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="collector-report")
+
+    def add(self, counts: dict[str, float]) -> None:
+        self.pending.update(counts)
+
+    async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+        except Exception as exc:
+            log.warning("collector could not report: %s: %s", type(exc).__name__, exc)
+            return None
+
+    async def flush(self) -> None:
+        counts, self.pending = self.pending, Counter()
+        if counts:
+            await self.call(self.ctx.count, **counts)
+
+    async def flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(COUNT_EVERY_SEC)
+            await self.flush()
+
+    async def close(self) -> None:
+        await self.flush()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.call(self.ctx.flush), 10.0)
+        self._pool.shutdown(wait=False)
+
+
 async def _pause(ctx: EngineContext, seconds: float) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
@@ -84,54 +142,99 @@ async def _pause(ctx: EngineContext, seconds: float) -> None:
 
 
 async def crawl_forever(ctx: EngineContext) -> None:
+    reporter = Reporter(ctx)
+    flusher = asyncio.create_task(reporter.flush_forever())
+    try:
+        await _crawl(ctx, reporter)
+    finally:
+        flusher.cancel()
+        await asyncio.gather(flusher, return_exceptions=True)
+        await reporter.close()
+
+
+async def _crawl(ctx: EngineContext, reporter: Reporter) -> None:
     s = ctx.settings
     seeds, invalid = seed_urls(s)
     if invalid:
-        ctx.log(f"ignoring seeds that are not http(s) URLs: {', '.join(invalid)[:500]}", level="warning")
+        await reporter.call(
+            ctx.log, f"ignoring seeds that are not http(s) URLs: {', '.join(invalid)[:500]}", "warning"
+        )
     if not s.crawler_contact_url:
-        ctx.log("CRAWLER_CONTACT_URL is empty: site owners cannot reach you from the User-Agent", "warning")
-    ctx.log(f"collector started: {len(seeds)} seeds")
+        await reporter.call(
+            ctx.log,
+            "CRAWLER_CONTACT_URL is empty: site owners cannot reach you from the User-Agent",
+            "warning",
+        )
+    await reporter.call(ctx.log, f"collector started: {len(seeds)} seeds")
     cycle = 0
+    retained_at = 0.0
+    warned_unsafe = 0
     # Pages are staged for the text engine in the crawler's own transaction (see aifactory.text.staging).
     sink = staging.StagingSink(ctx.db)
-    async with Crawler(
-        s, ctx.db, ctx.node_id, sink=sink, on_counts=lambda counts: ctx.count(**counts)
-    ) as crawler:
+    async with Crawler(s, ctx.db, ctx.node_id, sink=sink, on_counts=reporter.add) as crawler:
+        database = crawler.call_db  # retried while the database is briefly away; then it raises
+        await database(frontier_db.ensure_site_mode, ctx.db, s.crawler_politeness_per)
         while not ctx.stopping():
             cycle += 1
-            try:
-                await asyncio.to_thread(queue_seeds, ctx, seeds)
-                await asyncio.to_thread(frontier_db.requeue_due, ctx.db)
-                shard, budget, nodes = await asyncio.to_thread(plan_cycle, ctx)
-            except Exception as exc:  # database away: report it and try again, never die of it
-                ctx.log(f"collector cycle could not start: {type(exc).__name__}: {exc}", level="warning")
-                ctx.count(errors=1, errors_db=1)
-                await _pause(ctx, 5.0)
-                continue
+            await database(queue_seeds, ctx, seeds)
+            await database(frontier_db.requeue_due, ctx.db)
+            shard, budget, nodes = await database(plan_cycle, ctx)
+            if s.crawler_retention_days and time.monotonic() - retained_at >= RETENTION_EVERY_SEC:
+                retained_at = time.monotonic()
+                await database(_prune, ctx.db, s.crawler_retention_days * 86400.0)
             if budget == 0:
-                ctx.set_phase("idle", f"COLLECTION_INCLUDE_MASTER=0: {nodes} worker(s) collect")
+                await reporter.call(
+                    ctx.set_phase, "idle", f"COLLECTION_INCLUDE_MASTER=0: {nodes} worker(s) collect"
+                )
                 await _pause(ctx, IDLE_POLL_SEC * 5)
                 continue
             if s.staging_max_pages:
-                waiting = await asyncio.to_thread(staging.backlog, ctx.db, s.staging_max_pages)
-                if waiting >= s.staging_max_pages:
-                    detail = f"{waiting} fetched pages wait for the text engine (STAGING_MAX_PAGES)"
-                    ctx.set_phase("waiting", detail)
-                    ctx.count(backpressure_waits=1)
-                    await _pause(ctx, IDLE_POLL_SEC * 5)
+                granted, waiting = await database(
+                    staging.reserve,
+                    ctx.db,
+                    ctx.node_id,
+                    budget,
+                    s.staging_max_pages,
+                    RESERVATION_TTL_SEC,
+                    nodes,
+                )
+                if not granted:
+                    detail = (
+                        f"{waiting} fetched pages wait for the text engine (STAGING_MAX_PAGES, all nodes)"
+                    )
+                    await reporter.call(ctx.set_phase, "waiting", detail)
+                    reporter.add({"backpressure_waits": 1})
+                    await _pause(ctx, IDLE_POLL_SEC)
                     continue
-                budget = min(budget, s.staging_max_pages - waiting)
-            stats = await crawler.run(max_pages=budget, stop=ctx.stopping, shard=shard)
+                budget = granted
+            try:
+                stats = await crawler.run(max_pages=budget, stop=ctx.stopping, shard=shard)
+            finally:
+                if s.staging_max_pages:
+                    with contextlib.suppress(Exception):
+                        await database(staging.reserve, ctx.db, ctx.node_id, 0, s.staging_max_pages, 0.0)
             if stats.fetched and stats.seconds > 0:
                 ctx.counters["pages_per_sec"] = round(stats.fetched / stats.seconds, 2)
-            ctx.count(cycles=1)
+            reporter.add({"cycles": 1})
+            if crawler.unsafe_refused > warned_unsafe:
+                warned_unsafe = crawler.unsafe_refused
+                message = (
+                    f"{warned_unsafe} URLs refused as loopback/private/link-local addresses: {ALLOWLIST_HINT}"
+                )
+                await reporter.call(ctx.log, message, "warning")
             if stats.reason == "idle":
-                ctx.set_phase("idle", f"no host has due work; {nodes} collector node(s)")
+                await reporter.call(ctx.set_phase, "idle", f"no host has due work; {nodes} collector node(s)")
                 await _pause(ctx, IDLE_POLL_SEC)
             else:
                 detail = (
                     f"cycle {cycle}: {stats.fetched} pages in {stats.seconds:.0f}s, "
                     f"node {shard[0] + 1 if shard else 1} of {nodes}, budget {budget}"
                 )
-                ctx.set_phase("crawling", detail)
-    ctx.flush()
+                await reporter.call(ctx.set_phase, "crawling", detail)
+
+
+def _prune(db: Any, keep_sec: float) -> None:
+    for _ in range(10):  # at most 10 batches per round: retention never holds up the crawl long
+        pages, urls = frontier_db.prune(db, keep_sec=keep_sec, limit=RETENTION_BATCH)
+        if pages < RETENTION_BATCH and urls < RETENTION_BATCH:
+            break

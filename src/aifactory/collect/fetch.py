@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import ssl
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
+import brotli
 
 from aifactory import __version__
 from aifactory.collect.decode import looks_binary
-from aifactory.collect.safety import AddressPolicy, SafeResolver, UnsafeAddress
+from aifactory.collect.safety import AddressPolicy, SafeResolver, UnsafeAddress, is_refusal
 from aifactory.collect.urls import normalize_url, origin_of
 from aifactory.settings import Settings
 
@@ -51,6 +52,10 @@ KEPT_HEADERS = (
     "content-usage",
     "link",
 )
+# Headers a response may send several times that are read as one list (RFC 9110 section 5.3):
+# every X-Robots-Tag and Link header counts, not only the first.
+LIST_HEADERS = frozenset({"x-robots-tag", "link", "content-usage", "tdm-policy"})
+MAX_HEADER_CHARS = 8192  # of one kept header, after joining (aiohttp caps each line at 8190 bytes)
 CHUNK = 64 * 1024
 
 
@@ -105,13 +110,29 @@ def sniff_mime(body: bytes) -> str:
     return "text/plain"
 
 
+def kept_headers(raw: Mapping[str, str]) -> dict[str, str]:
+    """The headers kept with a page; a list header sent several times is joined into one value."""
+    kept = {}
+    for name in KEPT_HEADERS:
+        if name not in raw:
+            continue
+        values = raw.getall(name) if name in LIST_HEADERS and hasattr(raw, "getall") else [raw[name]]
+        # One line per header sent: an X-Robots-Tag "botname:" prefix scopes only its own header.
+        kept[name] = "\n".join(value.strip() for value in values)[:MAX_HEADER_CHARS]
+    return kept
+
+
 class Decompressor:
-    """gzip / deflate decoding that never produces more than `limit` bytes, whatever the input."""
+    """gzip / deflate / brotli decoding that never produces more than `limit` bytes, whatever the input."""
 
     def __init__(self, encoding: str) -> None:
         encoding = encoding.strip().lower()
+        self._brotli: brotli.Decompressor | None = None
+        self._zlib: zlib._Decompress | None = None
         if encoding in ("", "identity"):
-            self._zlib = None
+            pass
+        elif encoding == "br":
+            self._brotli = brotli.Decompressor()
         elif encoding in ("gzip", "x-gzip"):
             self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
         elif encoding == "deflate":
@@ -122,6 +143,12 @@ class Decompressor:
 
     def feed(self, data: bytes, room: int) -> tuple[bytes, bool]:
         """Decoded bytes (at most room + 1) and whether output was left over (over the limit)."""
+        if self._brotli is not None:
+            try:
+                out = self._brotli.process(data, output_buffer_limit=room + 1)
+            except brotli.error:
+                raise FetchError("encoding", "corrupt brotli body") from None
+            return out, len(out) > room
         if self._zlib is None:
             return data[: room + 1], len(data) > room + 1
         try:
@@ -151,6 +178,7 @@ class Fetcher:
             limit=self.max_connections,
             limit_per_host=0,  # per-host limits are the crawler's (politeness), not the pool's
             resolver=SafeResolver(self.policy),
+            socket_factory=self.policy.socket_factory,  # the address actually dialled is checked too
             ttl_dns_cache=300,
             enable_cleanup_closed=True,
         )
@@ -163,7 +191,7 @@ class Fetcher:
         self.session = aiohttp.ClientSession(
             connector=connector,
             timeout=timeout,
-            headers={"User-Agent": self.user_agent, "Accept-Encoding": "gzip, deflate"},
+            headers={"User-Agent": self.user_agent, "Accept-Encoding": "gzip, deflate, br"},
             auto_decompress=False,
             trust_env=False,
             cookie_jar=aiohttp.DummyCookieJar(),  # no cookies: they would make pages per-visitor
@@ -237,18 +265,18 @@ class Fetcher:
                 return await self._read(url, resp, limit, types, truncate)
         except FetchError:
             raise
-        except aiohttp.ClientConnectorDNSError as exc:
-            if isinstance(exc.os_error, UnsafeAddress):
-                raise FetchError("unsafe_address", str(exc.os_error)) from None
-            raise FetchError("dns", str(exc), retry=True) from None
+        except (aiohttp.ClientConnectorError, UnsafeAddress) as exc:
+            if is_refusal(exc):  # the resolver or the socket factory refused the address
+                raise FetchError("unsafe_address", str(getattr(exc, "os_error", exc))) from None
+            if isinstance(exc, aiohttp.ClientConnectorDNSError):
+                raise FetchError("dns", str(exc), retry=True) from None
+            if isinstance(exc, aiohttp.ClientSSLError):
+                raise FetchError("tls", str(exc), retry=True) from None
+            raise FetchError("connect", str(exc), retry=True) from None
         except (aiohttp.ClientSSLError, ssl.SSLError) as exc:
             raise FetchError("tls", str(exc), retry=True) from None
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise FetchError("timeout", str(exc) or type(exc).__name__, retry=True) from None
-        except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc.os_error, UnsafeAddress):
-                raise FetchError("unsafe_address", str(exc.os_error)) from None
-            raise FetchError("connect", str(exc), retry=True) from None
         except (
             aiohttp.ServerDisconnectedError,
             aiohttp.ClientPayloadError,
@@ -274,7 +302,7 @@ class Fetcher:
         types: frozenset[str] | None,
         truncate: bool,
     ) -> Response:
-        headers = {name: resp.headers.get(name, "") for name in KEPT_HEADERS if name in resp.headers}
+        headers = kept_headers(resp.headers)
         mime, charset = parse_content_type(headers.get("content-type", ""))
         response = Response(url=url, final_url=url, status=resp.status, headers=headers, mime=mime)
         response.charset = charset

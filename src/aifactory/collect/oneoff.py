@@ -83,6 +83,7 @@ async def crawl_urls(
     seeds = [frontier_db.NewUrl(url, 0, "web", default_scope(url)) for url in urls]
 
     def queue() -> None:
+        frontier_db.ensure_site_mode(db, settings.crawler_politeness_per)
         frontier_db.queue_urls(db, settings, seeds)
         # Start URLs that failed or were refused before are tried again (settings may have changed);
         # fetched ones only with --refetch (then conditionally: If-None-Match / If-Modified-Since).

@@ -1,10 +1,12 @@
-"""Pacing: how often one host is asked for a page, and how many fetches one node runs at once.
+"""Pacing: how often one site is asked for a page, and how many fetches one node runs at once.
 
-HostGate spaces the *starts* of requests to one host by its interval (CRAWLER_DOMAIN_MIN_INTERVAL_SEC,
-or the site's Crawl-delay if longer), runs at most CRAWLER_DOMAIN_CONCURRENCY of them at once (one
-when a Crawl-delay is set, as Nutch does) and backs off after errors and on Retry-After. Since a host
-is leased to one node at a time and the gate's next start is written back when the lease ends, the
-interval holds across the whole cluster, not just per process.
+HostGate keeps one site's pace (a site is a host, or a registrable domain with its subdomains: see
+CRAWLER_POLITENESS_PER). A request starts only once the interval (CRAWLER_DOMAIN_MIN_INTERVAL_SEC, or
+the site's Crawl-delay if longer, capped by CRAWLER_MAX_CRAWL_DELAY_SEC) has passed since the previous
+request *ended* as well as since it started, so a slow server gets slower requests, not a queue of
+them; at most CRAWLER_DOMAIN_CONCURRENCY run at once (one when a Crawl-delay is set, as Nutch does),
+and errors and Retry-After defer it. Since a site is leased to one node at a time and the gate's next
+start is written back when the lease ends, the interval holds across the whole cluster.
 """
 
 from __future__ import annotations
@@ -29,12 +31,12 @@ class HostGate:
         self._next_start = max(self._next_start, time.monotonic() + seconds)
 
     async def acquire(self) -> None:
-        """Wait for a free slot and for the interval since the previous start; then start."""
+        """Wait for a free slot and for the interval since the previous start and end; then start."""
         await self._slots.acquire()
         try:
             async with self._lock:  # one waiter at a time, so starts are spaced one by one
-                delay = self._next_start - time.monotonic()
-                if delay > 0:
+                # Looked at again after each sleep: a request that ended meanwhile moves the next start.
+                while (delay := self._next_start - time.monotonic()) > 0:
                     await asyncio.sleep(delay)
                 self._next_start = time.monotonic() + self.interval
         except BaseException:
@@ -42,7 +44,16 @@ class HostGate:
             raise
 
     def release(self) -> None:
+        """A request ended: the next one waits the interval from now."""
+        self._next_start = max(self._next_start, time.monotonic() + self.interval)
         self._slots.release()
+
+    def slow_down(self, interval: float, concurrency: int) -> HostGate:
+        """A gate with a longer interval (a Crawl-delay just read in the robots.txt that was the last
+        request), which keeps this one's schedule and spaces the next request from that one."""
+        gate = HostGate(max(self.interval, interval), concurrency)
+        gate._next_start = max(self._next_start, time.monotonic() + gate.interval)
+        return gate
 
 
 class NodeThrottle:

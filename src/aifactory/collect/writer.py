@@ -4,31 +4,40 @@ Fetches finish one by one on the event loop; writing each in its own transaction
 database the bottleneck. The writer gathers what finished in the last few milliseconds and stores it in
 one transaction (in a worker thread, off the event loop): the pages go to the sink, the URLs are marked,
 the links are queued and the running counters move, all or nothing. A host task calls `flush()` before
-it reads more URLs or gives its host back, so it never sees its own finished URLs as still queued.
+it reads more URLs or gives its site back, so it never sees its own finished URLs as still queued.
+
+When the database fails (see aifactory.db.retry):
+- transiently: the batch is retried with back-off; past CRAWLER_DB_RETRY_SEC the writer stops, every
+  waiter is woken with WriterFailed and the crawl ends with it, so the engine's supervisor restarts it.
+  Nothing is dropped and nothing is marked: the URLs are still queued and are fetched after the restart.
+- permanently: the batch is split until the result at fault is alone; that one URL is quarantined
+  (marked failed, counted as errors_store or errors_sink) and every other result is stored.
+Each result carries its site's lease token: results of a site whose lease was taken over are not
+written (lease_lost), since the node that holds the site now fetches those URLs itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import time
+import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from aifactory.collect import frontier as frontier_db
 from aifactory.collect.links import parse_page
 from aifactory.collect.robots import meta_nofollow, meta_optouts
 from aifactory.collect.sink import FetchedPage, PageSink
 from aifactory.collect.urls import in_scope, is_trap, normalize_url
-from aifactory.db import counters
+from aifactory.db import counters, retry
 from aifactory.db.database import Database
 from aifactory.settings import Settings
 
 log = logging.getLogger("aifactory.crawl")
-DB_RETRIES = 3  # a deadlock or serialization failure between nodes is retried, then the batch waits
 
 
 @dataclass
@@ -37,6 +46,8 @@ class Result:
 
     outcome: frontier_db.UrlOutcome
     origin: str
+    site: str = ""
+    token: int = 0  # the lease token of `site` under which the URL was fetched
     page: FetchedPage | None = None
     depth: int = 0
     source: str = "web"
@@ -44,6 +55,20 @@ class Result:
     new_urls: list[frontier_db.NewUrl] = field(default_factory=list)  # e.g. a redirect to another host
     counts: dict[str, float] = field(default_factory=dict)
     new_page: bool = False  # a URL's first fetch: counts against its host's page budget
+
+
+class WriterFailed(Exception):
+    """The writer stopped (the database stayed unavailable): nothing more can be stored."""
+
+
+class SinkError(Exception):
+    """The page sink rejected a batch (whatever it raised, database errors included)."""
+
+
+class LeaseLost(Exception):
+    def __init__(self, leases: set[tuple[str, int]]) -> None:
+        super().__init__(f"leases taken over: {sorted(leases)[:5]}")
+        self.leases = leases
 
 
 def global_name(name: str) -> str:
@@ -101,69 +126,105 @@ def prepare(result: Result, settings: Settings) -> None:
         ]
 
 
-class SinkError(Exception):
-    """The page sink rejected a batch (whatever it raised, database errors included)."""
+@dataclass
+class Store:
+    """Where a crawler's results go: the database, the page sink, and what the crawler owns."""
+
+    db: Database
+    sink: PageSink
+    settings: Settings
+    owner: str
+    stop: threading.Event | None = None
+    known: frontier_db.KnownUrls = field(default_factory=frontier_db.KnownUrls)
 
 
-def store(db: Database, sink: PageSink, settings: Settings, results: list[Result]) -> dict[str, float]:
-    """Write a batch in one transaction; returns the counters it moved.
-
-    A database conflict between nodes (deadlock, serialization) is retried. Any other failure is a
-    problem with some result in the batch: each is then stored on its own, and one that still fails
-    only marks its URL failed, so a single bad page can never block the others (or come back forever)."""
+def store(target: Store, results: list[Result]) -> dict[str, float]:
+    """Write a batch; returns the counters it moved. Raises DatabaseUnavailable when the database
+    stays away for CRAWLER_DB_RETRY_SEC; a permanent failure costs only the result at fault."""
     for result in results:
-        prepare(result, settings)
+        prepare(result, target.settings)
+    return dict(_store_isolating(target, results))
+
+
+def _store_isolating(target: Store, results: list[Result]) -> Counter[str]:
     try:
-        return _store_retrying(db, sink, settings, results)
-    except sa.exc.DBAPIError:
-        raise  # the database itself is unwell: the URLs stay queued for later
-    except Exception as exc:
+        return _store_held(target, results)
+    except retry.DatabaseUnavailable:
+        raise
+    except Exception as exc:  # permanent: one of these results can never be written as it is
         if len(results) == 1:
-            return _store_failed(db, results[0], exc)
-    totals: Counter[str] = Counter()
-    for result in results:
+            return _quarantine(target, results[0], exc)
+    half = len(results) // 2  # bisect: k bad results among n cost O(k log n) transactions
+    totals = _store_isolating(target, results[:half])
+    totals.update(_store_isolating(target, results[half:]))
+    return totals
+
+
+def _store_held(target: Store, results: list[Result]) -> Counter[str]:
+    """Store the results whose leases still hold; the others are dropped and counted."""
+    dropped: Counter[str] = Counter()
+    while results:
         try:
-            totals.update(_store_retrying(db, sink, settings, [result]))
-        except sa.exc.DBAPIError:
-            raise
-        except Exception as exc:
-            totals.update(_store_failed(db, result, exc))
-    return dict(totals)
+            stored = retry.call(
+                _store_once,
+                target,
+                results,
+                budget=target.settings.crawler_db_retry_sec,
+                stop=target.stop,
+                what=f"storing {len(results)} crawl results",
+            )
+            return stored + dropped
+        except LeaseLost as lost:
+            kept = [r for r in results if (r.site, r.token) not in lost.leases]
+            dropped["lease_lost"] += len(results) - len(kept)
+            log.warning("not storing %d results: %s", len(results) - len(kept), lost)
+            results = kept
+    return dropped
 
 
-def _store_retrying(
-    db: Database, sink: PageSink, settings: Settings, results: list[Result]
-) -> dict[str, float]:
-    for attempt in range(DB_RETRIES):
-        try:
-            return _store_once(db, sink, settings, results)
-        except sa.exc.DBAPIError as exc:  # deadlock, serialization failure, connection lost
-            if attempt == DB_RETRIES - 1:
-                raise
-            log.warning("storing %d crawl results failed (try %d): %s", len(results), attempt + 1, exc.orig)
-            time.sleep(0.1 * (attempt + 1))
-    raise AssertionError("unreachable")
+def _check_leases(db: Database, conn: Connection, owner: str, results: list[Result], extra: set[str]) -> None:
+    """Lock the batch's sites (its own and those its links go to) and check its lease tokens."""
+    leases = {(r.site, r.token) for r in results}
+    state = frontier_db.lock_sites(db, conn, {site for site, _ in leases} | extra, with_work=extra)
+    lost = {(site, token) for site, token in leases if state.get(site) != (owner, token)}
+    if lost:
+        raise LeaseLost(lost)
 
 
-def _store_failed(db: Database, result: Result, exc: Exception) -> dict[str, float]:
+def _quarantine(target: Store, result: Result, exc: Exception) -> Counter[str]:
+    """Mark one URL whose result cannot be stored as failed (once: it is not fetched again)."""
+    db, owner = target.db, target.owner
     kind = "sink" if isinstance(exc, SinkError) else "store"
     cause = exc.__cause__ or exc
-    log.warning(
-        "%s failed for url hash %s: %s: %s", kind, result.outcome.url_hash, type(cause).__name__, cause
-    )
+    log.warning("%s failed for %s: %s: %s", kind, result.page.url if result.page else result.outcome.url_hash,
+                type(cause).__name__, str(cause)[:300])  # fmt: skip
     old = result.outcome
     failed = frontier_db.UrlOutcome(old.url_hash, "failed", old.attempts, old.http_status, kind)
-    counts = {**result.counts, "errors": result.counts.get("errors", 0) + 1, f"errors_{kind}": 1}
+    counts = Counter({**result.counts, "errors": result.counts.get("errors", 0) + 1, f"errors_{kind}": 1})
     counts.pop("fetched", None)  # fetched, but not kept
-    with db.begin() as conn:
-        frontier_db.finish_urls(db, conn, [failed])
-        if result.new_page:
-            frontier_db.add_host_pages(conn, {result.origin: 1})
-        counters.add(db, {global_name(name): int(value) for name, value in counts.items() if value}, conn)
+
+    def write() -> None:
+        with db.begin() as conn:
+            _check_leases(db, conn, owner, [result], set())
+            frontier_db.finish_urls(db, conn, [failed])
+            if result.new_page:
+                frontier_db.add_host_pages(conn, {result.origin: 1})
+            counters.add(db, {global_name(name): int(value) for name, value in counts.items() if value}, conn)
+
+    try:
+        budget = target.settings.crawler_db_retry_sec
+        retry.call(write, budget=budget, stop=target.stop, what="quarantining a crawl result")
+    except LeaseLost:
+        return Counter({"lease_lost": 1})
+    except retry.DatabaseUnavailable:
+        raise
+    except Exception as again:  # not even the failure can be written: the URL stays queued
+        log.error("could not mark url hash %s failed: %s", old.url_hash, again)
     return counts
 
 
-def _store_once(db: Database, sink: PageSink, settings: Settings, results: list[Result]) -> dict[str, float]:
+def _store_once(target: Store, results: list[Result]) -> Counter[str]:
+    db, settings = target.db, target.settings
     totals: Counter[str] = Counter()
     new_urls: list[frontier_db.NewUrl] = []
     pages_by_origin: Counter[str] = Counter()
@@ -177,23 +238,39 @@ def _store_once(db: Database, sink: PageSink, settings: Settings, results: list[
             totals["stored"] += 1
             totals["not_for_training"] += 0 if result.page.train_allowed else 1
     with db.begin() as conn:
+        plan = frontier_db.plan_urls(
+            db,
+            conn,
+            new_urls,
+            max_per_host=settings.crawler_max_pages_per_host,
+            max_variants=settings.crawler_max_url_variants,
+            per=settings.crawler_politeness_per,
+            known=target.known,
+        )
+        _check_leases(db, conn, target.owner, results, plan.sites)
         if pages:
             try:
-                sink.handle(pages, conn)
-            except Exception as exc:  # the caller retries page by page to find the one at fault
+                target.sink.handle(pages, conn)
+            except Exception as exc:  # the caller splits the batch to find the page at fault
+                if retry.is_transient(exc):
+                    raise
                 raise SinkError(f"{type(exc).__name__}: {exc}") from exc
         frontier_db.finish_urls(db, conn, [result.outcome for result in results])
-        added, new_hosts = frontier_db.queue_urls(db, settings, new_urls, conn)
+        added, new_hosts = frontier_db.write_urls(db, conn, plan)
         totals["urls_queued"] += added
         totals["hosts_discovered"] += new_hosts
         frontier_db.add_host_pages(conn, dict(pages_by_origin))
         deltas = {global_name(name): int(value) for name, value in totals.items() if value}
         counters.add(db, deltas, conn)
-    return {name: value for name, value in totals.items() if value}
+    target.known.update(plan.in_frontier)  # committed: these are in the frontier now
+    return Counter({name: value for name, value in totals.items() if value})
 
 
 class ResultWriter:
-    """Collects results on the event loop and stores them in batches on a database thread."""
+    """Collects results on the event loop and stores them in batches on a database thread.
+
+    Every wait on it is bounded: `flush(timeout)` raises TimeoutError past its bound and WriterFailed
+    as soon as the writer has stopped, so no host task, and no Stop, can wait on it forever."""
 
     def __init__(
         self,
@@ -202,7 +279,7 @@ class ResultWriter:
         on_counts: Callable[[dict[str, float]], None],
         *,
         max_batch: int = 200,
-        max_delay: float = 0.05,
+        max_delay: float = 0.02,
     ) -> None:
         self._store_batch = store_batch
         self._run_db = run_db
@@ -211,47 +288,68 @@ class ResultWriter:
         self._max_delay = max_delay
         self._items: list[Result] = []
         self._queued = 0  # results put so far
-        self._stored = 0  # results handled so far (stored, or dropped after a database failure)
+        self._stored = 0  # results handled so far
         self._changed = asyncio.Condition()
         self._task: asyncio.Task | None = None
-        self.failures = 0
+        self.error: BaseException | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="crawl-writer")
 
+    @property
+    def pending(self) -> int:
+        return self._queued - self._stored
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise WriterFailed(f"the crawl writer stopped: {self.error}") from self.error
+
     async def put(self, result: Result) -> None:
+        self.check()
         async with self._changed:
             self._items.append(result)
             self._queued += 1
             self._changed.notify_all()
 
-    async def flush(self) -> None:
+    async def flush(self, timeout: float) -> None:
         """Return once every result put before this call has been handled."""
         async with self._changed:
             target = self._queued
-            await self._changed.wait_for(lambda: self._stored >= target)
+            await asyncio.wait_for(
+                self._changed.wait_for(lambda: self._stored >= target or self.error is not None), timeout
+            )
+        self.check()
 
-    async def close(self) -> None:
-        await self.flush()
+    async def close(self, timeout: float) -> None:
+        """Store what is queued (within `timeout`), then stop."""
+        with contextlib.suppress(WriterFailed, TimeoutError):
+            await self.flush(timeout)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
     async def _run(self) -> None:
-        while True:
-            async with self._changed:
-                await self._changed.wait_for(lambda: bool(self._items))
-            await asyncio.sleep(self._max_delay)  # let a few more finish: fewer, larger transactions
-            async with self._changed:
-                batch, self._items = self._items[: self._max_batch], self._items[self._max_batch :]
-            try:
+        try:
+            while True:
+                async with self._changed:
+                    await self._changed.wait_for(lambda: bool(self._items))
+                if len(self._items) < self._max_batch:
+                    await asyncio.sleep(self._max_delay)  # let a few more finish: fewer transactions
+                async with self._changed:
+                    batch, self._items = self._items[: self._max_batch], self._items[self._max_batch :]
                 counts = await self._run_db(self._store_batch, batch)
-            except Exception as exc:  # the URLs stay queued: refetched after the lease ends, not lost
-                self.failures += 1
-                log.error("dropping %d crawl results: %s", len(batch), exc)
-                counts = {"errors": len(batch), "errors_db": len(batch)}
-            self._on_counts(counts)
+                try:
+                    self._on_counts(counts)
+                except Exception:  # reporting must never stop storing
+                    log.exception("could not report crawl counts")
+                async with self._changed:
+                    self._stored += len(batch)
+                    self._changed.notify_all()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # the database stayed away (or a bug): stop, and say so to waiters
+            log.error("crawl writer stopped: %s", exc)
+            self.error = exc
             async with self._changed:
-                self._stored += len(batch)
                 self._changed.notify_all()

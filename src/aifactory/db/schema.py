@@ -87,27 +87,43 @@ system_config = sa.Table(
     sa.Column("updated_at", sa.Float),
 )
 
-# --- the crawler (issue #3) ---------------------------------------------------------------------------
-# Work is claimed per host: a node leases a `hosts` row and fetches that host's due `frontier` rows, so
-# politeness state (next allowed request, back-off, robots.txt) lives with the one node holding the lease.
-# "Host" here is a URL's origin, scheme://hostname[:port], the unit robots.txt applies to.
+# --- the crawler (issues #3, #15) ----------------------------------------------------------------------
+# Work is claimed per *site*, the unit of politeness: a host name, or a registrable domain with all its
+# subdomains (CRAWLER_POLITENESS_PER). A node leases a `sites` row and fetches the due `frontier` rows
+# of that site's origins, so the pace of requests to one server is kept by the one node holding the
+# lease. `hosts` has one row per origin (scheme://hostname[:port], the unit robots.txt applies to).
+
+sites = sa.Table(
+    "sites",
+    metadata,
+    sa.Column("site", sa.String(300), primary_key=True),
+    # A stable hash of the site; node i of n active collectors prefers sites with shard % n == i.
+    sa.Column("shard", sa.Integer, nullable=False),
+    # has_work: some origin has URLs to fetch. ready_at: the earliest the site may be claimed
+    # (politeness, back-off), and while it is leased the lease's expiry: a claim is one index range.
+    sa.Column("has_work", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("ready_at", sa.Float, nullable=False, server_default="0"),
+    sa.Column("lease_owner", sa.String(128)),
+    # Incremented by every claim: writes for the site carry the token and are refused once it changed.
+    sa.Column("lease_token", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("error_streak", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_at", sa.Float),
+)
+sa.Index("ix_sites_claim", sites.c.has_work, sites.c.ready_at)
+sa.Index("ix_sites_lease_owner", sites.c.lease_owner)
 
 hosts = sa.Table(
     "hosts",
     metadata,
     sa.Column("origin", sa.String(300), primary_key=True),
     sa.Column("hostname", sa.String(255), nullable=False),
-    # A stable hash of the origin; node i of n active collectors prefers hosts with shard % n == i.
-    sa.Column("shard", sa.Integer, nullable=False),
+    sa.Column("site", sa.String(300), nullable=False, server_default=""),
     sa.Column("source", sa.String(32), nullable=False, server_default="web"),
-    # has_work: queued URLs exist; ready_at: politeness / back-off, the earliest the host may be claimed.
+    # has_work: queued URLs exist that may be fetched (refetches, or new pages within the budget).
     sa.Column("has_work", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.Column("ready_at", sa.Float, nullable=False, server_default="0"),
-    sa.Column("lease_owner", sa.String(128)),
-    sa.Column("lease_expires", sa.Float),
     sa.Column("crawl_delay", sa.Float),
-    sa.Column("error_streak", sa.Integer, nullable=False, server_default="0"),
-    # robots.txt cache shared by every node: HTTP status (0 = unreachable), body (size-limited), expiry.
+    # robots.txt cache shared by every node: HTTP status (0 = unreachable), body (size-limited), expiry
+    # (which is also the version a node's parsed copy is checked against).
     sa.Column("robots_status", sa.Integer),
     sa.Column("robots_body", sa.Text),
     sa.Column("robots_expires_at", sa.Float),
@@ -116,6 +132,7 @@ hosts = sa.Table(
     sa.Column("urls_known", sa.Integer, nullable=False, server_default="0"),
     sa.Column("created_at", sa.Float),
 )
+sa.Index("ix_hosts_site", hosts.c.site)
 
 frontier = sa.Table(
     "frontier",
@@ -131,9 +148,10 @@ frontier = sa.Table(
     sa.Column("scope", sa.Text, nullable=False, server_default=""),
     # queued -> done | failed | blocked | skipped; done rows come back to queued when a refetch is due.
     sa.Column("state", sa.String(16), nullable=False, server_default="queued"),
-    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("next_fetch_at", sa.Float),  # NULL = never again
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),  # failures since a success
+    sa.Column("next_fetch_at", sa.Float),  # NULL = never again (the row is finished)
     sa.Column("last_fetched_at", sa.Float),
+    sa.Column("finished_at", sa.Float),  # when the last outcome was recorded (retention of finished rows)
     sa.Column("http_status", sa.Integer),
     sa.Column("error", sa.String(64)),
     sa.Column("etag", sa.String(300)),
@@ -142,6 +160,25 @@ frontier = sa.Table(
     sa.Column("variant_key", sa.BigInteger),
     sa.Column("discovered_at", sa.Float),
 )
+# A leased origin's due URLs in exactly the order they are fetched (an index range, no sort); the
+# soonest queued URL of an origin; refetches coming due; finished rows by age; the trap cap's count.
+sa.Index(
+    "ix_frontier_queue",
+    frontier.c.origin,
+    frontier.c.state,
+    frontier.c.priority.desc(),
+    frontier.c.discovered_at,
+    frontier.c.url_hash,
+)
+sa.Index("ix_frontier_next", frontier.c.origin, frontier.c.state, frontier.c.next_fetch_at)
+sa.Index("ix_frontier_refetch", frontier.c.state, frontier.c.next_fetch_at)
+sa.Index(
+    "ix_frontier_finished",
+    frontier.c.finished_at,
+    postgresql_where=frontier.c.next_fetch_at.is_(None),
+    sqlite_where=frontier.c.next_fetch_at.is_(None),
+)
+sa.Index("ix_frontier_variant", frontier.c.variant_key)
 
 pages = sa.Table(
     "pages",
@@ -251,6 +288,8 @@ staged_pages = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("claimed_by", sa.String(128)),
     sa.Column("claimed_until", sa.Float),
+    # Claims so far: a page that keeps crashing the text engine's pool is quarantined after a few.
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
 )
 
 # --- dropped pages (migration 0006) ---------------------------------------------------------------

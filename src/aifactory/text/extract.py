@@ -40,8 +40,13 @@ INLINE_TAGS = frozenset(
 )
 
 
-class ExtractionTimeout(Exception):
-    pass
+REARM_SEC = 0.05  # once expired, the alarm fires again this often until the limited block ends
+
+
+class ExtractionTimeout(BaseException):
+    """The time limit ran out. A BaseException (like KeyboardInterrupt), so the broad `except Exception`
+    handlers inside trafilatura and lxml cannot swallow it; `time_limit` re-raises it until the limited
+    block has ended, and raises it at the end of the block if it was swallowed all the same."""
 
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -74,8 +79,12 @@ def time_limit(seconds: float) -> Iterator[None]:
     if seconds <= 0 or threading.current_thread() is not threading.main_thread():
         yield
         return
+    expired = False
 
     def expire(_signum: int, _frame: object) -> None:
+        nonlocal expired
+        expired = True
+        signal.setitimer(signal.ITIMER_REAL, REARM_SEC)  # and again, should this one be swallowed
         raise ExtractionTimeout(f"extraction took longer than {seconds}s")
 
     previous = signal.signal(signal.SIGALRM, expire)
@@ -85,6 +94,8 @@ def time_limit(seconds: float) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+    if expired:  # the block caught every alarm and returned: its result is not to be trusted either
+        raise ExtractionTimeout(f"extraction took longer than {seconds}s")
 
 
 @functools.lru_cache(maxsize=1)

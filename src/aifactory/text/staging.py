@@ -5,10 +5,18 @@ engine claims staged pages (a lease on the database clock), analyzes them in a p
 stores their documents in the transaction that deletes them. So extraction's CPU cost never holds
 up the fetcher or its database transaction, and a node that dies loses nothing: its claims expire
 and any node picks the pages up again (storing is idempotent by URL).
+
+Each claim counts an attempt. A page claimed before that did not finish is claimed alone, so a page
+that crashes the pool is found out by itself; one claimed MAX_ATTEMPTS times without finishing is
+quarantined (removed and counted as docs.quarantined) instead of crashing the engine forever.
+
+The collectors of all nodes share one staging budget (STAGING_MAX_PAGES): each reserves its room for a
+cycle (`reserve`) in one locked row, so N nodes never stage N times the limit between them.
 """
 
 from __future__ import annotations
 
+import json
 import zlib
 
 import sqlalchemy as sa
@@ -16,12 +24,15 @@ from sqlalchemy.engine import Connection
 
 from aifactory.collect.sink import FetchedPage, PageStore
 from aifactory.collect.urls import origin_of
+from aifactory.db import counters
 from aifactory.db.database import Database
-from aifactory.db.schema import staged_pages
+from aifactory.db.schema import staged_pages, system_config
 from aifactory.text.pipeline import RawDocument
 
 MAX_LINKS = 100  # off-site links kept per page for automatic discovery
 CLAIM_SECONDS = 300.0
+MAX_ATTEMPTS = 3  # claims of one page that never finished before it is quarantined
+RESERVATIONS_KEY = "staging.reservations"
 DOCUMENT_TYPES = (
     "text/html",
     "application/xhtml+xml",
@@ -96,25 +107,77 @@ def off_site_links(url: str, links: list[str]) -> list[str]:
     return list(by_origin.values())[:MAX_LINKS]
 
 
-def claim(db: Database, owner: str, limit: int) -> list[tuple[int, RawDocument]]:
-    """Lease up to `limit` staged pages nobody holds (or whose holder's lease ran out)."""
-    free = sa.or_(staged_pages.c.claimed_until.is_(None), staged_pages.c.claimed_until < db.now())
-    pick = sa.select(staged_pages.c.id).where(free).order_by(staged_pages.c.id).limit(limit)
-    if db.backend == "postgresql":
-        pick = pick.with_for_update(skip_locked=True)
+def _free(db: Database) -> sa.ColumnElement[bool]:
+    return sa.or_(staged_pages.c.claimed_until.is_(None), staged_pages.c.claimed_until < db.clock())
+
+
+def _locked(db: Database, query: sa.Select) -> sa.Select:
+    return query.with_for_update(skip_locked=True) if db.backend == "postgresql" else query
+
+
+def quarantine(db: Database, limit: int = 100) -> list[str]:
+    """Remove pages claimed MAX_ATTEMPTS times that never finished (each time the pool crashed on
+    them, or the engine died with them); count them as docs.quarantined; their URLs."""
     with db.begin() as conn:
-        ids = list(conn.execute(pick).scalars())
+        poison = conn.execute(
+            _locked(
+                db,
+                sa.select(staged_pages.c.id, staged_pages.c.url)
+                .where(_free(db), staged_pages.c.attempts >= MAX_ATTEMPTS)
+                .order_by(staged_pages.c.id)
+                .limit(limit),
+            )
+        ).all()
+        if poison:
+            conn.execute(staged_pages.delete().where(staged_pages.c.id.in_([row.id for row in poison])))
+            counters.add(db, {"docs.quarantined": len(poison)}, conn)
+    return [row.url for row in poison]
+
+
+def claim(db: Database, owner: str, limit: int) -> list[tuple[int, RawDocument]]:
+    """Lease up to `limit` staged pages nobody holds (or whose holder's lease ran out).
+
+    A page claimed twice already without finishing is claimed alone: if it is what brings the pool
+    down, its neighbours are not brought down (and quarantined) with it."""
+    with db.begin() as conn:
+        picked = conn.execute(
+            _locked(
+                db,
+                sa.select(staged_pages.c.id, staged_pages.c.attempts)
+                .where(_free(db))
+                .order_by(staged_pages.c.id)
+                .limit(limit),
+            )
+        ).all()
+        suspects = [row.id for row in picked if row.attempts >= 2]
+        ids = suspects[:1] or [row.id for row in picked]
         if not ids:
             return []
         conn.execute(
             staged_pages.update()
             .where(staged_pages.c.id.in_(ids))
-            .values(claimed_by=owner, claimed_until=db.now() + CLAIM_SECONDS)
+            .values(
+                claimed_by=owner,
+                claimed_until=db.clock() + CLAIM_SECONDS,
+                attempts=staged_pages.c.attempts + 1,
+            )
         )
         rows = conn.execute(
             sa.select(staged_pages).where(staged_pages.c.id.in_(ids)).order_by(staged_pages.c.id)
         )
         return [(row.id, _raw(row)) for row in rows]
+
+
+def unclaim(db: Database, ids: list[int], *, attempt_counts: bool = True) -> None:
+    """Give pages back at once: the pool failed on their batch (the attempt counts), or the engine is
+    stopping (it does not: the pages are as they were)."""
+    if ids:
+        values: dict = {"claimed_by": None, "claimed_until": None}
+        if not attempt_counts:
+            attempts = staged_pages.c.attempts
+            values["attempts"] = sa.case((attempts > 0, attempts - 1), else_=0)
+        with db.begin() as conn:
+            conn.execute(staged_pages.update().where(staged_pages.c.id.in_(ids)).values(**values))
 
 
 def _raw(row: sa.Row) -> RawDocument:
@@ -154,3 +217,46 @@ def backlog(db: Database, cap: int | None = None) -> int:
         waiting = waiting.limit(cap)
     with db.read() as conn:
         return int(conn.execute(sa.select(sa.func.count()).select_from(waiting.subquery())).scalar_one())
+
+
+def reserve(db: Database, node_id: str, wanted: int, cap: int, ttl: float, nodes: int = 1) -> tuple[int, int]:
+    """Room for `wanted` more staged pages from the budget all collectors share; (granted, waiting).
+
+    One transaction with the reservations row locked: the pages waiting, minus the live reservations
+    of the other nodes, is what is left, and this node's grant replaces its previous reservation. No
+    node takes more than its share (cap / `nodes`), so one node's long cycle never starves the others.
+    A reservation expires after `ttl` seconds (a node that died), or is given back with `wanted=0`."""
+    with db.begin() as conn:
+        now = db.clock()
+        db.upsert(
+            conn,
+            system_config,
+            {"key": RESERVATIONS_KEY, "value": "{}", "updated_at": now},
+            ["key"],
+            update=lambda _: {},
+        )
+        raw = conn.execute(
+            sa.select(system_config.c.value).where(system_config.c.key == RESERVATIONS_KEY).with_for_update()
+        ).scalar_one()
+        try:
+            held = {node: (int(n), float(until)) for node, (n, until) in json.loads(raw).items()}
+        except (ValueError, TypeError):
+            held = {}
+        held = {node: (n, until) for node, (n, until) in held.items() if until > now and node != node_id}
+        waiting_query = sa.select(staged_pages.c.id).limit(cap)
+        waiting = int(
+            conn.execute(sa.select(sa.func.count()).select_from(waiting_query.subquery())).scalar_one()
+        )
+        share = -(-cap // max(1, nodes))
+        granted = max(0, min(wanted, share, cap - waiting - sum(n for n, _ in held.values())))
+        if granted:
+            held[node_id] = (granted, now + ttl)
+        conn.execute(
+            system_config.update()
+            .where(system_config.c.key == RESERVATIONS_KEY)
+            .values(
+                value=json.dumps({node: [n, until] for node, (n, until) in sorted(held.items())}),
+                updated_at=now,
+            )
+        )
+    return granted, waiting
