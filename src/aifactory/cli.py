@@ -11,6 +11,8 @@ aifactory model info    print the checkpoints' size, parameters and provenance
 aifactory dataset build tokenize the documents that are new since the last build
 aifactory dataset info  print the tokenizer generations, datasets and versions
 aifactory tokenizer train [--new-generation]  train the tokenizer (a new one starts a new generation)
+aifactory export hf|gguf|ollama|lmstudio  export a trained model (docs/export.md)
+aifactory finetune lora --base DIR --output OUT  LoRA on an existing open model, merged, as GGUF
 """
 
 from __future__ import annotations
@@ -368,6 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--new-generation", action="store_true", help="train a new generation although one exists"
     )
     tokenizer_train.set_defaults(func=cmd_tokenizer_train)
+
+    from aifactory.export.commands import add_parsers as add_export_parsers
+
+    add_export_parsers(sub)
     return parser
 
 
