@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from aifactory.export import ExportError
-from aifactory.export.staging import staged_file
+from aifactory.export.staging import check_free, staged_file
 from aifactory.export.vocab import GGUFVocab
 
 if TYPE_CHECKING:
@@ -225,9 +225,12 @@ def export_gguf(
 
     if kind not in TYPES:
         raise ExportError(f"unknown GGUF type {kind!r}: use one of {', '.join(TYPES)}")
+    check_free(Path(out))  # before the weights are read
     tokenizer = source.tokenizer()
     vocab = from_sentencepiece(
-        tokenizer.model_path, add_bos=tokenizer.info.add_bos, chat_template=template.CHAT_TEMPLATE_JINJA
+        tokenizer.model_path,
+        add_bos=tokenizer.info.add_bos,
+        chat_template=template.export_chat_template(tokenizer.info.add_bos),
     )
     if progress is not None:
         progress(0.0, "reading the weights")

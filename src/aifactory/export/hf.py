@@ -118,7 +118,7 @@ def tokenizer_files(tokenizer: Tokenizer, max_length: int) -> dict[str, str]:
         "clean_up_tokenization_spaces": False,
         "model_max_length": max_length,
         "padding_side": "left",
-        "chat_template": template.HF_CHAT_TEMPLATE,
+        "chat_template": template.export_chat_template(add_bos),
     }
     return {
         "tokenizer.json": tokenizer_json(tokenizer.model_path, add_bos),
@@ -126,7 +126,7 @@ def tokenizer_files(tokenizer: Tokenizer, max_length: int) -> dict[str, str]:
         "special_tokens_map.json": json.dumps(
             {**special, "additional_special_tokens": markers}, indent=2, ensure_ascii=False
         ),
-        "chat_template.jinja": template.HF_CHAT_TEMPLATE,
+        "chat_template.jinja": template.export_chat_template(add_bos),
     }
 
 

@@ -7,15 +7,19 @@ will import the other once both are merged). BOS is added once, by id, as in tra
 the tokenizer's control tokens; no newline or space around them; a turn ends with `<|end|>`, and
 generation stops at `<|end|>` or `</s>`.
 
-- CHAT_TEMPLATE_JINJA goes into `tokenizer.chat_template` of a GGUF: llama.cpp, llama-cpp-python and
-  LM Studio render it and then add BOS themselves (`tokenizer.ggml.add_bos_token`).
-- HF_CHAT_TEMPLATE is what `chat_template.jinja` of a Hugging Face export holds: the same template
-  with `{{ bos_token }}` in front. transformers' `apply_chat_template(..., tokenize=True)` encodes the
-  rendered text with `add_special_tokens=False` (tokenization_utils_base.py), so without it the model
-  would see no BOS at all; with it, BOS is still there exactly once. (Rendering to text and encoding
-  that text with `add_special_tokens=True` would give two: pass `add_special_tokens=False` then, as
-  transformers' own docs say for every template that writes BOS.)
-- OLLAMA_TEMPLATE is the Go template of a Modelfile; Ollama adds BOS from the GGUF as llama.cpp does.
+- CHAT_TEMPLATE_JINJA is serving's string, as it is.
+- EXPORT_CHAT_TEMPLATE is what the exports carry (`chat_template.jinja` of a Hugging Face directory,
+  `tokenizer.chat_template` of a GGUF): the same template with `{{ bos_token }}` in front, because that
+  is the one form that gives BOS exactly once in every tool that reads it:
+    transformers   `apply_chat_template(tokenize=True)` encodes the rendered text with
+                   `add_special_tokens=False`: the BOS has to come from the template.
+    llama-cpp-python  its Jinja2ChatFormatter reports `added_special=True` and never adds BOS itself.
+    llama.cpp      (llama-server, llama-cli, LM Studio's engine) adds BOS from `add_bos_token` and strips
+                   a BOS the template wrote at the start (common/chat.cpp), so it is still one.
+  Without it, transformers and llama-cpp-python would prompt the model without BOS, which it never
+  saw in training. The tests render the exported template in each and compare the ids with serving's.
+- OLLAMA_TEMPLATE is the Go template of a Modelfile: Ollama tokenizes the rendered prompt adding BOS from
+  the GGUF's `add_bos_token`, so it has none.
 """
 
 from __future__ import annotations
@@ -29,7 +33,15 @@ CHAT_TEMPLATE_JINJA = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
 )
-HF_CHAT_TEMPLATE = "{{ bos_token }}" + CHAT_TEMPLATE_JINJA
+EXPORT_CHAT_TEMPLATE = "{{ bos_token }}" + CHAT_TEMPLATE_JINJA
+
+
+def export_chat_template(add_bos: bool) -> str:
+    """The template an export carries: with BOS in front when the model was trained with BOS
+    (tokenizer generation 2 on; generation 1 documents had none)."""
+    return EXPORT_CHAT_TEMPLATE if add_bos else CHAT_TEMPLATE_JINJA
+
+
 OLLAMA_TEMPLATE = "{{- range .Messages }}<|{{ .Role }}|>{{ .Content }}<|end|>{{ end }}<|assistant|>"
 STOP_STRINGS = (END, EOS)  # for tools that stop on text (Ollama PARAMETER stop)
 
