@@ -120,6 +120,7 @@ def llama_base(directory: Path, tokenizer: tokenizers.Tokenizer) -> Path:
         bos_token_id=tokenizer.bos_id,
         eos_token_id=tokenizer.eos_id,
         tie_word_embeddings=False,
+        initializer_range=0.2,  # decisive logits from random weights, so comparisons mean something
     )
     torch.manual_seed(1)
     transformers.LlamaForCausalLM(config).save_pretrained(directory)
@@ -176,6 +177,7 @@ def qwen2_base(directory: Path) -> Path:
         max_position_embeddings=256,
         eos_token_id=eos,
         tie_word_embeddings=True,
+        initializer_range=0.2,
     )
     torch.manual_seed(2)
     transformers.Qwen2ForCausalLM(config).save_pretrained(directory)

@@ -156,11 +156,6 @@ def finetune_lora_command(settings: Settings, args: argparse.Namespace) -> int:
     from aifactory.export.lora import LoraOptions, finetune
 
     def work(bar: ProgressBar) -> int:
-        try:
-            import peft  # noqa: F401
-            import transformers  # noqa: F401
-        except ImportError:
-            raise ExportError("LoRA needs transformers and peft: pip install 'aifactory[finetune]'") from None
         options = LoraOptions.from_settings(
             settings,
             args.base,

@@ -29,7 +29,7 @@ from typing import Any
 from aifactory.dataset.tokenizer import Tokenizer
 from aifactory.export import ExportError, sentencepiece_vocab, template
 from aifactory.export.source import ExportSource, load_weights
-from aifactory.export.staging import staged_directory
+from aifactory.export.staging import check_free, staged_directory
 
 Progress = Callable[[float, str], None]
 
@@ -146,6 +146,7 @@ def generation_config(tokenizer: Tokenizer, max_length: int) -> dict[str, Any]:
 
 def write_hf(source: ExportSource, out: Path, progress: Progress = _no_progress) -> Path:
     """Write the Hugging Face directory `out` (which must not exist); returns it."""
+    check_free(Path(out))  # before torch and the weights are loaded
     import safetensors.torch
 
     from aifactory.model.hf import hf_config, to_hf_state_dict

@@ -299,7 +299,7 @@ def token_stream(tokenizer: Any, texts: list[str]) -> list[int]:
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     ids: list[int] = []
     for text in texts:
-        ids += bos + tokenizer(text, add_special_tokens=False)["input_ids"] + eos
+        ids += bos + tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"] + eos
     return ids
 
 
@@ -382,7 +382,7 @@ def train_adapter(
                 # HF shifts the labels itself: the loss is on predicting token t+1 from tokens <= t.
                 loss = model(input_ids=batch, labels=batch).loss / plan.grad_accum
             (scaler.scale(loss) if scaler is not None else loss).backward()
-            loss_sum += float(loss)
+            loss_sum += float(loss.detach())
         if scaler is not None:
             scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -409,21 +409,28 @@ def finetune(
     settings: Settings, options: LoraOptions, out: Path, progress: Progress | None = None
 ) -> dict[str, Any]:
     """Train, merge and export; returns the summary (written to OUT/training.json too)."""
-    import shutil
+    from aifactory.export.staging import check_free
+    from aifactory.export.tasks import check_type
 
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    config = check_base(options.base)  # the checks first: a mistake costs no model loading
+    check_type(options.gguf_type)
+    check_free(Path(out))
+    try:
+        import shutil
+
+        import torch
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as exc:
+        raise ExportError(
+            f"LoRA needs transformers and peft ({exc}): pip install 'aifactory[finetune]'"
+        ) from None
 
     from aifactory.export.gguf_file import write_gguf
-    from aifactory.export.staging import check_free, staged_directory
-    from aifactory.export.tasks import check_type
+    from aifactory.export.staging import staged_directory
     from aifactory.export.vocab import from_hf_directory
 
     say = progress or (lambda fraction, message: None)
-    config = check_base(options.base)
-    check_type(options.gguf_type)
-    check_free(Path(out))
     torch.manual_seed(options.seed)
     say(0.0, "reading the training text")
     train_texts, held_out_texts, origin = split_texts(settings, options)
