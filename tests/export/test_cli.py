@@ -12,8 +12,11 @@ def test_export_gguf_ollama_and_lmstudio_from_the_command_line(
     factory: tuple[Path, Tokenizer], tmp_path: Path
 ) -> None:
     settings = {"DATA_DIR": factory[0], "EXPORT_DIR": tmp_path / "exports", "OLLAMA_BIN": "no-ollama-here"}
-    gguf = aifactory("export", "gguf", "--type", "q8_0", str(tmp_path / "m.gguf"), cwd=tmp_path, **settings)
+    gguf = aifactory(
+        "export", "gguf", "--type", "q8_0", "--check", str(tmp_path / "m.gguf"), cwd=tmp_path, **settings
+    )
     assert gguf.returncode == 0, gguf.stderr
+    assert "checked in llama.cpp: same" in gguf.stdout
     assert (
         f"wrote {tmp_path / 'm.gguf'} (q8_0" in gguf.stdout
         and (tmp_path / "m.gguf").read_bytes()[:4] == b"GGUF"

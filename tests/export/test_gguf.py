@@ -11,11 +11,10 @@ import pytest
 import torch
 
 from aifactory.dataset.tokenizer import Tokenizer
-from aifactory.export import tasks, template
+from aifactory.export import llamacpp, tasks, template
 from aifactory.export.gguf_file import interleave_rotary
 from aifactory.export.source import load_weights, resolve
 from aifactory.model.llama import Transformer, rotary_tables
-from tests.export import llamacpp
 from tests.export.models import CHAT, SAMPLE_EN, SAMPLE_JA, serving_prompt
 
 llama_cpp = pytest.importorskip("llama_cpp")  # a test dependency; skipped only where it is not installed
@@ -197,3 +196,23 @@ def test_untied_output_layer_is_written_and_used(
     ours, theirs = our_logits(model, ids), llama_logits(load_llama(tmp_path / "untied.gguf"), ids)
     assert np.abs(ours - theirs).max() < 2e-5 * np.abs(ours).max(), np.abs(ours - theirs).max()
     assert (ours.argmax(-1) == theirs.argmax(-1)).all()
+
+
+def test_check_finds_a_gguf_whose_rotary_layout_is_wrong(exported: dict[str, Any], tmp_path: Path) -> None:
+    """`export gguf --check` passes the real export and catches one written without the permutation."""
+    from aifactory.export import ExportError, gguf_file
+    from aifactory.export.llamacpp import check_gguf
+    from aifactory.settings import Settings
+
+    source = resolve(Settings(_env_file=None, data_dir=exported["tokenizer"].directory.parents[1]))
+    figures = check_gguf(source, exported["files"]["q8_0"], "q8_0")
+    assert figures["argmax_agreement"] >= 0.9
+    assert check_gguf(source, exported["files"]["f32"], "f32")["relative_logit_difference"] < 1e-4
+    original = gguf_file.interleave_rotary
+    gguf_file.interleave_rotary = lambda weight, heads: weight  # the classic export bug
+    try:
+        tasks.gguf(source, tmp_path / "broken.gguf", "f32")
+    finally:
+        gguf_file.interleave_rotary = original
+    with pytest.raises(ExportError, match="logits differ"):
+        check_gguf(source, tmp_path / "broken.gguf", "f32")

@@ -18,10 +18,9 @@ import transformers
 from aifactory.dataset.tokenizer import Tokenizer
 from aifactory.db import Database, migrate
 from aifactory.db.schema import document_removals
-from aifactory.export import ExportError, ExportNotFound
+from aifactory.export import ExportError, ExportNotFound, llamacpp
 from aifactory.export.lora import GIB, LoraOptions, check_base, choose_plan, corpus_documents, finetune
 from tests.dataset.helpers import add_texts
-from tests.export import llamacpp
 from tests.export.models import SAMPLE_EN, SAMPLE_JA, llama_base, qwen2_base, training_texts
 from tests.processes import aifactory
 

@@ -56,6 +56,19 @@ def _source(settings: Settings, args: argparse.Namespace) -> Any:
     return source
 
 
+def _check(args: argparse.Namespace, source: Any, path: str, kind: str) -> None:
+    if not args.check:
+        return
+    from aifactory.export.llamacpp import check_gguf
+
+    figures = check_gguf(source, Path(path), kind)
+    print(
+        f"    checked in llama.cpp: same {figures['tokens']} tokens, logits within "
+        f"{figures['relative_logit_difference']:.1e} (relative), best token agrees at "
+        f"{figures['argmax_agreement']:.0%} of positions"
+    )
+
+
 def _run(what: str, work: Any) -> int:
     bar = ProgressBar()
     try:
@@ -91,6 +104,7 @@ def export_gguf_command(settings: Settings, args: argparse.Namespace) -> int:
         result = tasks.gguf(source, Path(args.out), kind, bar)
         bar.finish()
         print(f"wrote {result['file']} ({kind}, {result['bytes'] / 1e6:.1f} MB)")
+        _check(args, source, result["file"], kind)
         print(f"    llama.cpp: llama-cli -m {result['file']} -cnv")
         return 0
 
@@ -119,6 +133,7 @@ def export_ollama_command(settings: Settings, args: argparse.Namespace) -> int:
         )
         bar.finish()
         print(f"wrote {result['gguf']} and {result['modelfile']}")
+        _check(args, source, result["gguf"], kind)
         if result["created"]:
             print(f"ollama create {name}: done; chat with: ollama run {name}")
         else:
@@ -146,6 +161,7 @@ def export_lmstudio_command(settings: Settings, args: argparse.Namespace) -> int
         )
         bar.finish()
         print(f"wrote {result['file']} ({kind}, {result['bytes'] / 1e6:.1f} MB)")
+        _check(args, source, result["file"], kind)
         print(f"    LM Studio lists it under My Models (models folder {result['models_dir']})")
         return 0
 
@@ -207,6 +223,12 @@ def add_parsers(sub: Any) -> None:
         if gguf:
             parser.add_argument(
                 "--type", choices=("f32", "f16", "q8_0"), help="GGUF weight type (default EXPORT_GGUF_TYPE)"
+            )
+            parser.add_argument(
+                "--check",
+                action="store_true",
+                help="load the GGUF in llama.cpp (needs llama-cpp-python) and compare its tokens and logits "
+                "with the model's",
             )
 
     hf = export_sub.add_parser(
