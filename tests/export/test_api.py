@@ -113,3 +113,29 @@ def test_jobs_interrupted_by_a_restart_run_again_then_give_up(db: Database) -> N
         assert jobs.recover(db, "node-a") == 1
     job = jobs.get(db, job_id)
     assert job is not None and job["status"] == "failed" and "given up after 3 attempts" in job["error"]
+
+
+def test_a_lora_job_reports_its_steps_and_can_be_stopped_midway(
+    client: httpx.Client, db: Database, factory: tuple[Path, Any], tmp_path: Path
+) -> None:
+    """A fine-tune through the API: its progress is the training's, and a cancel removes its output."""
+    from tests.dataset.helpers import add_texts
+    from tests.export.models import llama_base, training_texts
+
+    add_texts(db, [text for _, text in training_texts()[:30]], "en")
+    base = llama_base(tmp_path / "base", factory[1])
+    job = client.post("/api/exports", json={"target": "lora", "base": str(base), "steps": 100000})
+    assert job.status_code == 202, job.text
+
+    def training() -> dict[str, Any] | None:
+        row = client.get(f"/api/exports/{job.json()['id']}").json()
+        assert row["status"] in ("queued", "running"), row
+        return row if row["message"].startswith("step ") else None
+
+    row = wait_for(training, timeout=120, what="the LoRA job to report training steps")
+    assert "/100000 loss" in row["message"] and 0.1 <= row["progress"] < 0.8
+    assert client.post(f"/api/exports/{row['id']}/cancel").json()["status"] == "cancelling"
+    done = finished(client, row["id"], timeout=90)
+    assert done["status"] == "cancelled"
+    folder = tmp_path / "exports" / f"job-{row['id']}"
+    assert not (folder / "lora").exists() and not list(folder.glob(".lora.partial*"))

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import gguf
+import llama_cpp
 import numpy as np
 import pytest
 import torch
@@ -17,8 +19,6 @@ from aifactory.export.source import load_weights, resolve
 from aifactory.model.llama import Transformer, rotary_tables
 from tests.export.models import CHAT, SAMPLE_EN, SAMPLE_JA, serving_prompt
 
-llama_cpp = pytest.importorskip("llama_cpp")  # a test dependency; skipped only where it is not installed
-gguf = pytest.importorskip("gguf")
 
 
 def load_llama(path: Path) -> Any:

@@ -24,9 +24,6 @@ from tests.dataset.helpers import add_texts
 from tests.export.models import SAMPLE_EN, SAMPLE_JA, llama_base, qwen2_base, training_texts
 from tests.processes import aifactory
 
-pytest.importorskip("peft")
-pytest.importorskip("llama_cpp")
-
 MODEL = dict(parameters=500_000_000, layers=24, hidden=896, vocab=151_936, context=32768, cores=16)
 
 
