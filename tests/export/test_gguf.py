@@ -20,7 +20,6 @@ from aifactory.model.llama import Transformer, rotary_tables
 from tests.export.models import CHAT, SAMPLE_EN, SAMPLE_JA, serving_prompt
 
 
-
 def load_llama(path: Path) -> Any:
     # An F32 key/value cache (llama.cpp's default is F16), so that F32 weights mean F32 arithmetic.
     return llamacpp.load(path, logits_all=True, type_k=0, type_v=0)

@@ -136,3 +136,14 @@ def test_lora_on_a_qwen2_base_from_the_command_line(tmp_path: Path) -> None:
         cwd=tmp_path, timeout=120, DATA_DIR=tmp_path / "data",
     )  # fmt: skip
     assert again.returncode == 1 and "already exists" in again.stderr
+
+
+def test_a_base_whose_tokenizer_llamacpp_would_split_differently_is_refused_before_training(
+    tmp_path: Path,
+) -> None:
+    base = qwen2_base(tmp_path / "qwen2")
+    data = json.loads((base / "tokenizer.json").read_text())
+    data["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = r"\w+|\s+"
+    (base / "tokenizer.json").write_text(json.dumps(data))
+    with pytest.raises(ExportError, match="pre-tokenizer regex is not one llama.cpp is known to share"):
+        check_base(base)

@@ -74,12 +74,13 @@ def interleave_rotary(weight: np.ndarray, heads: int) -> np.ndarray:
     )
 
 
-def _rope_theta(config: dict[str, Any]) -> float:
+def rope_theta(config: dict[str, Any]) -> float:
+    """The rotary base of an HF config; other rotary scalings than the default are refused."""
     rope = config.get("rope_parameters") or {}
     scaling = config.get("rope_scaling") or {}
     kind = scaling.get("rope_type") or scaling.get("type") or rope.get("rope_type") or "default"
     if kind != "default":
-        raise ExportError(f"rotary scaling {kind!r} is not supported by this exporter (only the default)")
+        raise ExportError(f"rotary scaling {kind!r} cannot be written as GGUF here (only the default rotary)")
     return float(config.get("rope_theta") or rope.get("rope_theta") or 10000.0)
 
 
@@ -95,7 +96,7 @@ def _hparams(writer: Any, config: dict[str, Any], vocab_size: int) -> None:
     writer.add_key_length(head_dim)
     writer.add_value_length(head_dim)
     writer.add_rope_dimension_count(head_dim)  # llama.cpp refuses n_rot != head_dim for these archs
-    writer.add_rope_freq_base(_rope_theta(config))
+    writer.add_rope_freq_base(rope_theta(config))
     writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))
     writer.add_vocab_size(vocab_size)
 

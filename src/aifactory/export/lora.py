@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aifactory.export import ExportError, ExportNotFound
-from aifactory.export.gguf_file import SUPPORTED_FAMILIES
+from aifactory.export.gguf_file import SUPPORTED_FAMILIES, rope_theta
 from aifactory.settings import Settings
 
 if TYPE_CHECKING:
@@ -66,10 +66,14 @@ def check_base(base: Path) -> dict[str, Any]:
             f"{base} is a {family or 'unknown'!r} model; supported families: {', '.join(SUPPORTED_FAMILIES)} "
             "(e.g. Llama 2/3, TinyLlama, Qwen2, Qwen2.5)"
         )
+    rope_theta(config)  # refused now, not after hours of training, if its GGUF could not be written
     if not any(base.glob("*.safetensors")) and not any(base.glob("pytorch_model*.bin")):
         raise ExportError(f"{base} has no weights (*.safetensors)")
     if not (base / "tokenizer.json").is_file() and not (base / "tokenizer.model").is_file():
         raise ExportError(f"{base} has no tokenizer (tokenizer.json or tokenizer.model)")
+    from aifactory.export.vocab import from_hf_directory
+
+    from_hf_directory(base, int(config.get("vocab_size", 0)))  # a tokenizer llama.cpp cannot reproduce
     return config
 
 
