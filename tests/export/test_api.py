@@ -83,6 +83,8 @@ def test_bad_requests_are_refused_at_once_with_the_reason(client: httpx.Client, 
     assert hub.status_code == 404 and "download the model first" in hub.json()["detail"]
     name = client.post("/api/exports", json={"target": "ollama", "name": "a:b:c"})
     assert name.status_code == 400 and "not a valid Ollama model name" in name.json()["detail"]
+    escape = client.post("/api/exports", json={"target": "hf", "name": "a/../../../elsewhere"})
+    assert escape.status_code == 400 and "must be letters" in escape.json()["detail"]
     assert client.get("/api/exports/999").status_code == 404
     assert client.get("/api/exports").json()["jobs"] == []  # nothing was queued
 

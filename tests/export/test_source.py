@@ -114,4 +114,5 @@ def test_provenance_travels_with_the_export(factory_settings: Any, tmp_path: Pat
     tasks.hf(source, tmp_path / "hf")
     provenance = json.loads((tmp_path / "hf" / "aifactory.json").read_text())
     assert provenance["step"] == 60 and provenance["tokenizer_generation"] == 1
+    assert str(tmp_path) not in json.dumps(provenance) and provenance["checkpoint"].startswith("step-")
     assert provenance["dataset_version"] == "g1-v1" and provenance["model"]["n_kv_head"] == 2

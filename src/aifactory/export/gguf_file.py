@@ -244,6 +244,6 @@ def export_gguf(
         vocab=vocab,
         kind=kind,
         name=source.name,
-        metadata={"general.description": f"AI Factory Engine model from {source.origin}"},
+        metadata={"general.description": f"AI Factory Engine model ({source.describe()})"},
         progress=progress,
     )

@@ -270,7 +270,7 @@ def split_texts(settings: Settings, options: LoraOptions) -> tuple[list[str], li
             raise ExportError(f"cannot read {options.text_file}: {exc}") from None
         parts = [part for part in text.split("\n\n") if part.strip()]
         cut = max(1, len(parts) // 20)
-        return parts[:-cut] or parts, parts[-cut:], f"{options.text_file} ({len(text):,} characters)"
+        return parts[:-cut] or parts, parts[-cut:], f"{options.text_file.name} ({len(text):,} characters)"
     from aifactory.dataset.rules import split_draw
 
     train, held_out, chars = [], [], 0

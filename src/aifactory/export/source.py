@@ -48,11 +48,18 @@ class ExportSource:
     def tokenizer(self) -> tokenizers.Tokenizer:
         return tokenizers.Tokenizer(self.tokenizer_dir)
 
+    def describe(self) -> str:
+        """Where the model came from, without local paths: this travels inside the exported files."""
+        dataset = self.meta.get("dataset_version") or "unknown"
+        step = int(self.meta.get("step", 0))
+        return f"step {step:,}, tokenizer generation {self.tokenizer().generation}, dataset {dataset}"
+
     def provenance(self) -> dict[str, Any]:
-        """What an exported model says about where it came from (no sampler state or file lists)."""
+        """What an exported model says about where it came from (no sampler state, file lists or paths)."""
         state = self.meta.get("state", {})
         return {
-            "origin": self.origin,
+            "trained": self.describe(),
+            "checkpoint": self.weights_path.parent.name,
             "step": self.meta.get("step"),
             "tokens_seen": state.get("tokens_seen"),
             "val_loss": state.get("val_loss"),

@@ -56,7 +56,7 @@ def modelfile(gguf_name: str, *, context: int, system: str = "", source: str = "
     """The Modelfile for a GGUF next to it (FROM is relative to the Modelfile's folder)."""
     lines = []
     if source:
-        lines.append(f"# AI Factory Engine model from {source}")
+        lines.append(f"# AI Factory Engine model ({source})")
     lines += [
         f"FROM ./{gguf_name}",
         f'TEMPLATE """{template.OLLAMA_TEMPLATE}"""',

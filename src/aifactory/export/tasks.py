@@ -70,7 +70,7 @@ def ollama(
     with staged_directory(directory) as staging:
         summary = export_gguf(source, staging / gguf_name, kind, lambda f, m: progress(0.95 * f, m))
         text = targets.modelfile(
-            gguf_name, context=source.config.max_seq_len, system=system, source=source.origin
+            gguf_name, context=source.config.max_seq_len, system=system, source=source.describe()
         )
         (staging / "Modelfile").write_text(text, encoding="utf-8")
     modelfile = directory / "Modelfile"

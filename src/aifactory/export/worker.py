@@ -17,6 +17,7 @@ from typing import Any
 from aifactory.cluster.context import StopSignal
 from aifactory.db import Database
 from aifactory.export import ExportError, jobs, tasks
+from aifactory.export.targets import check_path_part
 from aifactory.settings import Settings, mask_secrets
 
 log = logging.getLogger("aifactory")
@@ -49,6 +50,8 @@ def perform(
     tokenizer = Path(request["tokenizer"]) if request.get("tokenizer") else None
     source = resolve(settings, checkpoint=request.get("checkpoint"), tokenizer=tokenizer)
     name = request.get("name") or source.name
+    if target in ("hf", "gguf"):
+        check_path_part(name, "the name")  # a file or folder inside the job's own folder, nothing else
     if target == "hf":
         return tasks.hf(source, folder / name, progress)
     if target == "gguf":

@@ -106,10 +106,12 @@ def _check(ctx: Any, body: ExportRequest) -> None:
         from aifactory.export.source import resolve
 
         resolve(settings, checkpoint=body.checkpoint)
-        if body.target == "ollama" and body.name:
-            from aifactory.export.targets import check_ollama_name
+        from aifactory.export.targets import check_ollama_name, check_path_part
 
+        if body.target == "ollama" and body.name:
             check_ollama_name(body.name)
+        elif body.name:
+            check_path_part(body.name, "the name")
     except ExportError as exc:
         raise HTTPException(404 if isinstance(exc, ExportNotFound) else 400, str(exc)) from None
 
