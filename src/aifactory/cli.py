@@ -15,6 +15,8 @@ aifactory dataset info  print the tokenizer generations, datasets and versions
 aifactory tokenizer train [--new-generation]  train the tokenizer (a new one starts a new generation)
 aifactory generate "prompt"   print one answer of the model, token by token (--json for the full result)
 aifactory chat          an interactive chat with the model in the terminal (/reset, /quit)
+aifactory export hf|gguf|ollama|lmstudio  export a trained model (docs/export.md)
+aifactory finetune lora --base DIR --output OUT  LoRA on an existing open model, merged, as GGUF
 """
 
 from __future__ import annotations
@@ -459,6 +461,10 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--system", help="a system message that opens the conversation")
     add_generation_options(chat)
     chat.set_defaults(func=cmd_chat)
+
+    from aifactory.export.commands import add_parsers as add_export_parsers
+
+    add_export_parsers(sub)
     return parser
 
 

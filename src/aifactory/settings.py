@@ -58,6 +58,7 @@ NODE, ADMIN, TUNE, CRAWL, SOURCES, QUALITY, TOKENIZER, TRAIN, SERVE, EVAL = (
     "Inference",
     "Evaluation and promotion",
 )
+EXPORT = "Export and fine-tuning"
 
 # Settings resolved by the auto-tune profile when left unset; the value used without auto-tune.
 AUTO_FALLBACKS: dict[str, Any] = {
@@ -609,6 +610,40 @@ class Settings(BaseSettings):
         0.72, "Minimum evaluation score (0..1) a model needs to be promoted.", EVAL, ge=0, le=1
     )
     force_promote: bool = setting(False, "Promote even below PROMOTION_MIN_SCORE (emergencies).", EVAL)
+
+    # --- export and fine-tuning ------------------------------------------------------------------
+    export_dir: str = setting(
+        "", "Folder for exports made through the API (and `export ollama`); empty = DATA_DIR/exports.", EXPORT
+    )
+    export_gguf_type: Literal["f32", "f16", "q8_0"] = setting(
+        "f16", "GGUF weight type when none is asked for: f32, f16 or q8_0 (8-bit, half of f16).", EXPORT
+    )
+    lmstudio_models_dir: str = setting(
+        "~/.lmstudio/models", "LM Studio's models folder (`export lmstudio` writes publisher/model/).", EXPORT
+    )
+    ollama_bin: str = setting(
+        "ollama",
+        "The ollama command `export ollama` runs `ollama create` with, when it is installed.",
+        EXPORT,
+    )
+    lora_rank: int = setting(16, "LoRA rank r of `finetune lora`.", EXPORT, ge=1, le=1024)
+    lora_alpha: float = setting(32.0, "LoRA alpha (the update is scaled by alpha / r).", EXPORT, gt=0)
+    lora_dropout: float = setting(0.05, "Dropout on the LoRA input during fine-tuning.", EXPORT, ge=0, lt=1)
+    lora_learning_rate: float = setting(2e-4, "AdamW learning rate of the LoRA weights.", EXPORT, gt=0, le=1)
+    lora_steps: int = setting(200, "Optimizer steps of a `finetune lora` run.", EXPORT, ge=1)
+    lora_max_corpus_chars: int = setting(
+        20_000_000, "Characters of the allowed corpus a LoRA run reads at most.", EXPORT, ge=1000
+    )
+    lora_seq_len: int = setting(
+        0,
+        "Tokens per LoRA training sequence; 0 = chosen from the device and its memory.",
+        EXPORT,
+        ge=0,
+        le=32768,
+    )
+    lora_batch_size: int = setting(
+        0, "Sequences per LoRA micro-batch; 0 = chosen from the device and its memory.", EXPORT, ge=0, le=4096
+    )
 
     @field_validator("host")
     @classmethod

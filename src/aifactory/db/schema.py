@@ -418,3 +418,28 @@ rag_passages = sa.Table(
     sa.Column("grams", sa.Text().with_variant(postgresql.TSVECTOR(), "postgresql")),
     sa.UniqueConstraint("doc_id", "ord", name="uq_rag_passages_doc_ord"),
 )
+
+# --- export jobs (issue #13) -------------------------------------------------------------------------
+# Exports and LoRA fine-tunes started through the API. The files they write live under EXPORT_DIR; the
+# row is the job's state, progress and result, written by the job's own process.
+
+export_jobs = sa.Table(
+    "export_jobs",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("target", sa.String(16), nullable=False),  # hf, gguf, ollama, lmstudio, lora
+    sa.Column("status", sa.String(16), nullable=False),  # queued, running, done, failed, cancelled
+    sa.Column("request", sa.JSON, nullable=False),  # what was asked for, as validated by the API
+    sa.Column("progress", sa.Float, nullable=False, server_default="0"),  # 0..1
+    sa.Column("message", sa.Text, nullable=False, server_default=""),  # what it is doing now
+    sa.Column("result", sa.JSON),  # the summary of a finished job ("file": what downloads)
+    sa.Column("error", sa.Text, nullable=False, server_default=""),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("node_id", sa.String(128), nullable=False, server_default=""),
+    sa.Column("pid", sa.Integer),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+    sa.Column("updated_at", sa.Float),
+)
+sa.Index("ix_export_jobs_status", export_jobs.c.status)

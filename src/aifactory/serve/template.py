@@ -9,8 +9,9 @@
 - A turn ends with `<|end|>`; generation stops at `<|end|>` or `</s>`.
 - Roles are system, user and assistant. Retrieved passages (RAG) go into the system turn.
 
-CHAT_TEMPLATE_JINJA is the same template for Hugging Face (`tokenizer_config.json` with
-`add_bos_token: true`), OLLAMA_TEMPLATE for an Ollama Modelfile; docs/serving.md shows all three.
+CHAT_TEMPLATE_JINJA is the same template in Jinja, OLLAMA_TEMPLATE for an Ollama Modelfile;
+docs/serving.md shows all three. Exports carry CHAT_TEMPLATE_JINJA with `{{ bos_token }}` in front
+(export/template.py says why: transformers' apply_chat_template adds no BOS of its own).
 
 A prompt longer than the context is cut from the left, keeping room for the answer: plain text keeps its
 last tokens; a chat drops its oldest turns first (never the system turn or the last message). The number
