@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "aifactory.dataset",
             "aifactory.model",
             "aifactory.train",
+            "aifactory.chat",
         ),
     ),
     (

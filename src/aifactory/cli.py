@@ -160,6 +160,8 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     if missing:
         print(f"aifactory: no such file or folder: {', '.join(missing)}", file=sys.stderr)
         return 1
+    if args.chat:
+        return cmd_ingest_chat(settings, args)
     with opened_database(settings) as db:
         totals, skipped = ingest(settings, db, args.paths)
     filtered = {
@@ -176,6 +178,21 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
         print(f"    skipped {line}")
     print(f"database: {db.display_url}")
     return 0
+
+
+def cmd_ingest_chat(settings: Settings, args: argparse.Namespace) -> int:
+    from aifactory.chat.ingest import ingest_files, render
+
+    with opened_database(settings) as db:
+        results, errors = ingest_files(settings, db, args.paths)
+        for line in render(results, []):
+            print(line)
+        for error in errors:
+            print(f"aifactory ingest --chat: {error}", file=sys.stderr)
+        if not results and not errors:
+            print("aifactory ingest --chat: no .jsonl or .json files found", file=sys.stderr)
+        print(f"database: {db.display_url}")
+    return 1 if errors or not results else 0
 
 
 def cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
@@ -347,6 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
         ".jsonl with a `text` field, and Wikipedia pages-articles dumps (.xml, .xml.bz2).",
     )
     ingest.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders")
+    ingest.add_argument(
+        "--chat",
+        action="store_true",
+        help="the files are conversations (OpenAI messages, ShareGPT or Alpaca JSONL) for chat tuning",
+    )
     ingest.set_defaults(func=cmd_ingest)
 
     explain = sub.add_parser(
