@@ -15,6 +15,7 @@ chat-inbox/done/, or to chat-inbox/failed/ with a FILE.error.txt beside them say
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from collections import Counter
@@ -168,5 +169,6 @@ def scan_inbox(settings: Settings, db: Database) -> list[FileResult]:
             target.mkdir(exist_ok=True)
             (target / f"{path.name}.error.txt").write_text(str(exc) + "\n", encoding="utf-8")
         target.mkdir(exist_ok=True)
-        shutil.move(str(path), str(target / path.name))
+        with contextlib.suppress(FileNotFoundError):  # another node's text engine filed it first
+            shutil.move(str(path), str(target / path.name))
     return results
