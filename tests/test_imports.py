@@ -38,6 +38,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "aifactory.model",
             "aifactory.train",
             "aifactory.chat",
+            # The chat template (pure: no imports of its own): chat tuning trains on exactly it.
+            "aifactory.serve.template",
         ),
     ),
     (

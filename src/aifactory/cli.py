@@ -211,7 +211,13 @@ def cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     from aifactory.train.foreground import train_command  # imports torch: only when training
 
-    return train_command(settings, steps=args.steps, text_file=args.text_file, out=args.checkpoint_dir)
+    return train_command(
+        settings,
+        steps=args.steps,
+        text_file=args.text_file,
+        out=args.checkpoint_dir,
+        chat_only=args.chat_only,
+    )
 
 
 def cmd_model_info(settings: Settings, args: argparse.Namespace) -> int:
@@ -400,6 +406,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="train on this text file, one token per UTF-8 byte, instead of the token dataset "
         "(`aifactory dataset build`)",
+    )
+    train.add_argument(
+        "--chat-only",
+        action="store_true",
+        help="fine-tune the current model on the conversations only (loss on assistant tokens)",
     )
     train.add_argument(
         "--checkpoint-dir", type=Path, help="where checkpoints go (default: DATA_DIR/checkpoints)"

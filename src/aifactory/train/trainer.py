@@ -28,7 +28,7 @@ from aifactory.model import config as model_config
 from aifactory.model.config import ModelConfig
 from aifactory.model.llama import Transformer
 from aifactory.settings import Settings
-from aifactory.train.batches import BatchSource
+from aifactory.train.batches import BatchSource, inputs_and_targets
 from aifactory.train.checkpoint import Checkpoint, CheckpointError
 from aifactory.train.mfu import peak_flops
 from aifactory.train.runtime import Runtime
@@ -184,6 +184,8 @@ class Trainer:
             "tokenizer_hash": self.source.tokenizer_hash,
             "dataset_version": self.source.version,
             "dataset_train_tokens": self.source.train_tokens,
+            # What the batches were made of (chat tuning's conversation share); {} = documents only.
+            "data_mix": dict(getattr(self.source, "mix", {})),
             "epoch": self.epoch(),
             "state": self.state.to_dict(),
             "sampler_state": base64.b64encode(self.generator.get_state().numpy().tobytes()).decode(),
@@ -245,12 +247,14 @@ class Trainer:
                 self.generator.set_state(rewind)
                 return None
             rows = self.source.train_batch(B * runtime.world_size, T, self.generator)
-            batch = rows[runtime.rank * B : (runtime.rank + 1) * B].to(runtime.device, non_blocking=True)
+            inputs, targets = inputs_and_targets(
+                rows, runtime.rank * B, (runtime.rank + 1) * B, runtime.device
+            )
             last = micro == self.grad_accum - 1
             sync = contextlib.nullcontext() if last or not runtime.distributed else self.train_model.no_sync()
             with sync:
                 with runtime.autocast():
-                    loss = self.train_model(batch[:, :-1], batch[:, 1:])
+                    loss = self.train_model(inputs, targets)
                 scaled = loss / self.grad_accum
                 (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
             loss_sum += loss.detach().float()

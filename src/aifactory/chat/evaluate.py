@@ -1,0 +1,145 @@
+"""The chat part of the evaluation, on held-out conversations (the frozen validation split).
+
+- assistant_loss: the loss (nats per token) on the assistant's tokens of each held-out conversation,
+  given everything before them: what chat tuning lowers.
+- template_adherence: the share of held-out prompts (the conversation up to its last user turn, then
+  `<|assistant|>`, exactly as serving builds it) whose greedy answer ends with `<|end|>` within the
+  budget and never writes a turn of its own (`<|user|>`, `<|system|>`, `<|assistant|>` or a BOS)
+  before it. A model that has never seen the template continues the text instead and fails this.
+- growth prompts: a fixed chat prompt in each language, answered greedily at every evaluation, so the
+  growth samples show the model learning to answer (`growth_answers`).
+
+`chat_evaluation` runs all three; the evaluation suite (issue #12) calls it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from aifactory.chat.encode import encode_conversation
+from aifactory.model.llama import KVCache, Transformer
+from aifactory.serve.template import ASSISTANT, END, SYSTEM, USER, TokenizerLike, render_chat
+
+GROWTH_PROMPTS: dict[str, list[dict[str, str]]] = {
+    "en": [{"role": "user", "content": "What is the capital of Japan?"}],
+    "ja": [{"role": "user", "content": "日本の首都はどこですか？"}],
+}
+
+
+@dataclass
+class ChatEvaluation:
+    conversations: int  # held-out conversations evaluated
+    assistant_loss: float  # nats per assistant token
+    assistant_tokens: int
+    template_adherence: float  # 0..1
+    ended: int  # answers that ended with <|end|> within the budget
+    wrote_turn: int  # answers that wrote a turn marker (a user turn, mostly) first
+    budget: int
+    growth: dict[str, str] = field(default_factory=dict)  # language -> the answer to its growth prompt
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+@torch.no_grad()
+def assistant_loss(
+    model: Transformer, tokenizer: TokenizerLike, conversations: Sequence[Sequence[dict[str, str]]]
+) -> tuple[float, int]:
+    """(mean loss over the assistant tokens, how many), each conversation cut to the model's context."""
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    model.eval()
+    for messages in conversations:
+        ids, mask = encode_conversation(tokenizer, messages)
+        ids, mask = ids[: model.config.max_seq_len + 1], mask[: model.config.max_seq_len + 1]
+        tokens = torch.from_numpy(ids.astype("int64")).to(device)[None]
+        learn = torch.from_numpy(mask[1:]).to(device)[None]
+        if not bool(learn.any()):
+            continue
+        targets = tokens[:, 1:].masked_fill(~learn, -1)
+        losses = model(tokens[:, :-1], targets, reduction="none").float()
+        total += float(losses[learn].sum())
+        count += int(learn.sum())
+    return (total / count if count else float("nan")), count
+
+
+@torch.no_grad()
+def greedy(model: Transformer, prompt: list[int], budget: int, stop: set[int]) -> list[int]:
+    """Up to `budget` greedily chosen tokens after `prompt`, stopping after a token in `stop`."""
+    device = next(model.parameters()).device
+    room = model.config.max_seq_len
+    prompt = prompt[-max(1, room - budget) :]
+    cache = KVCache(model.config, 1, len(prompt) + budget, device)
+    model.eval()
+    logits = model(torch.tensor([prompt], device=device), cache=cache)
+    out: list[int] = []
+    for _ in range(budget):
+        token = int(logits[0, -1].argmax())
+        out.append(token)
+        if token in stop:
+            break
+        logits = model(torch.tensor([[token]], device=device), cache=cache)
+    return out
+
+
+def prompt_of(messages: Sequence[dict[str, str]]) -> list[dict[str, str]]:
+    """The conversation up to (not including) its last assistant turn."""
+    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    return list(messages[:last])
+
+
+def template_adherence(
+    model: Transformer,
+    tokenizer: TokenizerLike,
+    conversations: Sequence[Sequence[dict[str, str]]],
+    budget: int,
+) -> tuple[float, int, int]:
+    """(share of adherent answers, answers ending with <|end|>, answers that wrote a turn first)."""
+    end = tokenizer.special_ids[END]
+    turns = {tokenizer.special_ids[m] for m in (USER, SYSTEM, ASSISTANT)} | {tokenizer.bos_id}
+    ended = wrote = 0
+    for messages in conversations:
+        answer = greedy(
+            model, render_chat(tokenizer, prompt_of(messages)), budget, turns | {end, tokenizer.eos_id}
+        )
+        if answer and answer[-1] == end:
+            ended += 1
+        elif answer and answer[-1] in turns:
+            wrote += 1
+    return (ended / len(conversations) if conversations else float("nan")), ended, wrote
+
+
+def growth_answers(model: Transformer, tokenizer: Any, budget: int) -> dict[str, str]:
+    """The greedy answer to each language's growth prompt (`tokenizer` also decodes)."""
+    end = tokenizer.special_ids[END]
+    answers = {}
+    for language, messages in GROWTH_PROMPTS.items():
+        ids = greedy(model, render_chat(tokenizer, messages), budget, {end, tokenizer.eos_id})
+        answers[language] = tokenizer.decode([i for i in ids if i not in (end, tokenizer.eos_id)])
+    return answers
+
+
+def chat_evaluation(
+    model: Transformer,
+    tokenizer: TokenizerLike,
+    conversations: Sequence[Sequence[dict[str, str]]],
+    *,
+    budget: int,
+    growth: bool = True,
+) -> ChatEvaluation:
+    loss, tokens = assistant_loss(model, tokenizer, conversations)
+    adherence, ended, wrote = template_adherence(model, tokenizer, conversations, budget)
+    return ChatEvaluation(
+        conversations=len(conversations),
+        assistant_loss=loss,
+        assistant_tokens=tokens,
+        template_adherence=adherence,
+        ended=ended,
+        wrote_turn=wrote,
+        budget=budget,
+        growth=growth_answers(model, tokenizer, budget) if growth else {},
+    )
