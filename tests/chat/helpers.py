@@ -25,11 +25,11 @@ def conversation_set(count: int, seed: int = 0) -> list[Conversation]:
             question, answer, language = f"{thing}は何色ですか？", f"{thing}は{colour}です。", "ja"
         else:
             thing, colour = rng.choice(THINGS_EN), rng.choice(COLOURS_EN)
-            a, b = rng.randint(2, 40), rng.randint(2, 40)
+            other = rng.choice(THINGS_EN)
             if number % 2:
                 question, answer = f"What colour is the {thing}?", f"The {thing} is {colour}."
             else:
-                question, answer = f"What is {a} plus {b}?", f"{a} plus {b} is {a + b}."
+                question, answer = f"Where is the {thing}?", f"The {thing} is near the {other}."
             language = "en"
         out.append(
             Conversation(

@@ -1,0 +1,55 @@
+"""A tiny model trained briefly with conversations in the mix answers in the chat template: it ends its
+answers with <|end|> far more often than the same model trained on documents alone, and its document
+validation loss stays within DOC_LOSS_MARGIN (10%) of the documents-only model's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aifactory.chat import store
+from aifactory.chat.evaluate import chat_evaluation
+from aifactory.chat.mix import with_chat_mix
+from aifactory.dataset.builder import build
+from aifactory.dataset.source import open_source
+from aifactory.dataset.tokenizer import Tokenizer
+from aifactory.db.database import Database
+from aifactory.settings import Settings
+from aifactory.train.runtime import setup_runtime
+from aifactory.train.trainer import Trainer
+from tests.chat.helpers import add_conversations, conversation_set
+from tests.dataset.helpers import SMALL
+from tests.train.tiny import TINY
+
+# Measured (docs/chat.md): at a fifth of the windows, 500 steps of this model end every held-out answer
+# with <|end|>; a tenth is not enough this early. Documents only: none.
+STEPS = 500
+RATIO = 0.2
+BUDGET = 24
+DOC_LOSS_MARGIN = 1.10
+CHAT_TINY: dict[str, Any] = {**SMALL, **TINY, "train_lr": 1e-2, "train_seq_len": 64, "train_n_embd": 64}
+
+
+def trained(settings: Settings, db: Database, ratio: float) -> Trainer:
+    source = with_chat_mix(settings, open_source(settings, db), ratio=ratio)
+    trainer = Trainer.create(settings, source, setup_runtime(settings, "cpu"), None)
+    for _ in range(STEPS):
+        trainer.train_step()
+    return trainer
+
+
+def test_conversations_in_the_mix_teach_the_template(
+    make_settings: Any, settings: Settings, corpus_db: Database, tokenizer: Tokenizer
+) -> None:
+    build(settings, corpus_db)
+    add_conversations(corpus_db, conversation_set(240))
+    held_out = [c.messages for c in store.load(corpus_db, split=store.VAL)]
+    assert len(held_out) >= 25
+    tiny = make_settings(database_url=corpus_db.url, **CHAT_TINY)
+    without, with_chat = trained(tiny, corpus_db, 0.0), trained(tiny, corpus_db, RATIO)
+    plain = chat_evaluation(without.model, tokenizer, held_out, budget=BUDGET)
+    tuned = chat_evaluation(with_chat.model, tokenizer, held_out, budget=BUDGET)
+    assert tuned.template_adherence >= 0.8 and plain.template_adherence <= 0.2, (plain, tuned)
+    assert tuned.assistant_loss < plain.assistant_loss - 1.0
+    assert set(tuned.growth) == {"en", "ja"}
+    doc_without, doc_with = without.evaluate()[0], with_chat.evaluate()[0]
+    assert doc_with <= doc_without * DOC_LOSS_MARGIN, (doc_with, doc_without)
