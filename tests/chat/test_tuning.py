@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from aifactory.chat import store
-from aifactory.chat.evaluate import chat_evaluation
+from aifactory.chat.evaluate import chat_evaluation, chat_part
 from aifactory.chat.mix import with_chat_mix
 from aifactory.dataset.builder import build
 from aifactory.dataset.source import open_source
@@ -44,10 +44,11 @@ def test_conversations_in_the_mix_teach_the_template(
     add_conversations(corpus_db, conversation_set(240))
     held_out = [c.messages for c in store.load(corpus_db, split=store.VAL)]
     assert len(held_out) >= 25
-    tiny = make_settings(database_url=corpus_db.url, **CHAT_TINY)
+    tiny = make_settings(database_url=corpus_db.url, eval_max_tokens=BUDGET, **CHAT_TINY)
     without, with_chat = trained(tiny, corpus_db, 0.0), trained(tiny, corpus_db, RATIO)
     plain = chat_evaluation(without.model, tokenizer, held_out, budget=BUDGET)
-    tuned = chat_evaluation(with_chat.model, tokenizer, held_out, budget=BUDGET)
+    tuned = chat_part(tiny, corpus_db, with_chat.model, tokenizer)  # what the evaluation suite calls
+    assert tuned is not None and tuned.conversations == len(held_out) and tuned.budget == BUDGET
     assert tuned.template_adherence >= 0.8 and plain.template_adherence <= 0.2, (plain, tuned)
     assert tuned.assistant_loss < plain.assistant_loss - 1.0
     assert set(tuned.growth) == {"en", "ja"}

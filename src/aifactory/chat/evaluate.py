@@ -20,9 +20,14 @@ from typing import Any
 
 import torch
 
+from aifactory.chat import store
 from aifactory.chat.encode import encode_conversation
+from aifactory.db.database import Database
 from aifactory.model.llama import KVCache, Transformer
 from aifactory.serve.template import ASSISTANT, END, SYSTEM, USER, TokenizerLike, render_chat
+from aifactory.settings import Settings
+
+HELD_OUT_LIMIT = 100  # conversations per evaluation: greedy answers are the suite's slowest part
 
 GROWTH_PROMPTS: dict[str, list[dict[str, str]]] = {
     "en": [{"role": "user", "content": "What is the capital of Japan?"}],
@@ -143,3 +148,21 @@ def chat_evaluation(
         budget=budget,
         growth=growth_answers(model, tokenizer, budget) if growth else {},
     )
+
+
+def held_out_conversations(db: Database, limit: int = HELD_OUT_LIMIT) -> list[list[dict[str, str]]]:
+    """The validation split's conversations (ingested first: they are what the user asked for)."""
+    ingested = store.load(db, split=store.VAL, synthetic=False, limit=limit)
+    synthetic = store.load(db, split=store.VAL, synthetic=True, limit=max(0, limit - len(ingested)))
+    return [c.messages for c in [*ingested, *synthetic]]
+
+
+def chat_part(
+    settings: Settings, db: Database, model: Transformer, tokenizer: Any, limit: int = HELD_OUT_LIMIT
+) -> ChatEvaluation | None:
+    """The evaluation suite's chat part: None while there are no held-out conversations (the growth
+    prompts are still answered by `growth_answers`)."""
+    conversations = held_out_conversations(db, limit)
+    if not conversations:
+        return None
+    return chat_evaluation(model, tokenizer, conversations, budget=settings.eval_max_tokens)
