@@ -6,7 +6,7 @@ aifactory status        print nodes, engines and counters from the database
 aifactory config        print the effective settings (secrets masked) and the auto-tune profile
 aifactory db upgrade    apply database migrations
 aifactory crawl URL...  crawl from these URLs now (one-off, with a progress line) and print a summary
-aifactory ingest PATH   import local files through the text pipeline
+aifactory ingest PATH   import local files through the text pipeline (--chat: conversations)
 aifactory explain URL   why a page was kept or dropped: every quality rule's value, threshold and verdict
 aifactory train         train the model in the foreground for a number of steps
 aifactory model info    print the checkpoints' size, parameters and provenance

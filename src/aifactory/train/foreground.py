@@ -234,6 +234,7 @@ def describe_checkpoint(directory: Path, meta: dict[str, Any]) -> dict[str, Any]
         "dataset_version": meta.get("dataset_version"),
         "learning_rate": meta.get("schedule", {}).get("lr"),
         "training": meta.get("training", {}),
+        "data_mix": meta.get("data_mix", {}),  # conversation share (chat tuning); {} = documents only
         "versions": {"aifactory": meta.get("aifactory_version"), "torch": meta.get("torch_version")},
         "config": config.to_dict(),
     }
