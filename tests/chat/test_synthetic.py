@@ -3,11 +3,16 @@ beside the text without changing the text."""
 
 from __future__ import annotations
 
+import json
+import os
+import time
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
 from aifactory.chat import store, synthetic
+from aifactory.chat.upkeep import chat_upkeep
 from aifactory.db import policies as policy_db
 from aifactory.db.database import Database
 from aifactory.db.schema import documents
@@ -82,3 +87,21 @@ def test_the_setting_turns_it_off(db: Database, make_settings: Any) -> None:
 def test_japanese_howto_phrasing() -> None:
     question = synthetic.howto_question("インストール", "サーバーの設定", "ja")
     assert question == "サーバーの設定で「インストール」はどうすればいいですか？"
+
+
+def test_the_text_engines_upkeep_reads_the_inbox_and_the_corpus(db: Database, make_settings: Any) -> None:
+    settings = make_settings()
+    ingest_fixture_pages(db)
+    inbox = Path(settings.data_dir) / "chat-inbox"
+    inbox.mkdir(parents=True)
+    record = {
+        "instruction": "How do kingfishers catch fish?",
+        "output": "They dive from a perch above the water.",
+    }
+    (inbox / "mine.jsonl").write_text(json.dumps(record) + "\n")
+    old = time.time() - 10
+    os.utime(inbox / "mine.jsonl", (old, old))
+    outcome = chat_upkeep(settings, db)
+    assert outcome["chat.files"] == 1 and outcome["chat.synthetic.documents"] == 3
+    kinds = sorted(c.synthetic for c in store.load(db))
+    assert kinds.count(False) == 1 and kinds.count(True) == 5
