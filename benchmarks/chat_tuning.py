@@ -116,7 +116,7 @@ def main() -> None:
             results.append((tuned, bpb))
             print(
                 f"{ratio:>6.2f} {tuned.template_adherence:>9.3f} {tuned.assistant_loss:>9.3f} {bpb:>8.4f} "
-                f"{seconds:>7.1f}   growth: {tuned.growth}"
+                f"{seconds:>7.1f}   growth: {[s['output'] for s in tuned.growth]}"
             )
         tuned, bpb = results[0]
         print(f"RESULT template_adherence {tuned.template_adherence:.3f}")

@@ -51,6 +51,6 @@ def test_conversations_in_the_mix_teach_the_template(
     assert tuned is not None and tuned.conversations == len(held_out) and tuned.budget == BUDGET
     assert tuned.template_adherence >= 0.8 and plain.template_adherence <= 0.2, (plain, tuned)
     assert tuned.assistant_loss < plain.assistant_loss - 1.0
-    assert set(tuned.growth) == {"en", "ja"}
+    assert {sample["language"] for sample in tuned.growth} == {"en", "ja"}
     doc_without, doc_with = without.evaluate()[0], with_chat.evaluate()[0]
     assert doc_with <= doc_without * DOC_LOSS_MARGIN, (doc_with, doc_without)

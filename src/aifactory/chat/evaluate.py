@@ -6,8 +6,8 @@
   `<|assistant|>`, exactly as serving builds it) whose greedy answer ends with `<|end|>` within the
   budget and never writes a turn of its own (`<|user|>`, `<|system|>`, `<|assistant|>` or a BOS)
   before it. A model that has never seen the template continues the text instead and fails this.
-- growth prompts: a fixed chat prompt in each language, answered greedily at every evaluation, so the
-  growth samples show the model learning to answer (`growth_answers`).
+- growth prompts: fixed chat prompts in each language (CHAT_GROWTH_PROMPTS), answered greedily at every
+  evaluation in the suite's growth-sample shape, so they show the model learning to answer.
 
 `chat_evaluation` runs all three; the evaluation suite (issue #12) calls it.
 """
@@ -29,10 +29,14 @@ from aifactory.settings import Settings
 
 HELD_OUT_LIMIT = 100  # conversations per evaluation: greedy answers are the suite's slowest part
 
-GROWTH_PROMPTS: dict[str, list[dict[str, str]]] = {
-    "en": [{"role": "user", "content": "What is the capital of Japan?"}],
-    "ja": [{"role": "user", "content": "日本の首都はどこですか？"}],
-}
+# Chat growth samples: (id, language, question), answered greedily in the chat template at every
+# evaluation beside the evaluation suite's text growth prompts (the same record shape). Never edited.
+CHAT_GROWTH_PROMPTS: tuple[tuple[str, str, str], ...] = (
+    ("growth-chat-ja-1", "ja", "日本の首都はどこですか？"),
+    ("growth-chat-ja-2", "ja", "川について教えてください。"),
+    ("growth-chat-en-1", "en", "What is the capital of Japan?"),
+    ("growth-chat-en-2", "en", "Tell me about rivers."),
+)
 
 
 @dataclass
@@ -44,7 +48,7 @@ class ChatEvaluation:
     ended: int  # answers that ended with <|end|> within the budget
     wrote_turn: int  # answers that wrote a turn marker (a user turn, mostly) first
     budget: int
-    growth: dict[str, str] = field(default_factory=dict)  # language -> the answer to its growth prompt
+    growth: list[dict[str, str]] = field(default_factory=list)  # the chat growth prompts' answers
 
     def as_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -118,14 +122,17 @@ def template_adherence(
     return (ended / len(conversations) if conversations else float("nan")), ended, wrote
 
 
-def growth_answers(model: Transformer, tokenizer: Any, budget: int) -> dict[str, str]:
-    """The greedy answer to each language's growth prompt (`tokenizer` also decodes)."""
+def growth_answers(model: Transformer, tokenizer: Any, budget: int) -> list[dict[str, str]]:
+    """Each chat growth prompt with its greedy answer: {id, language, prompt, output} (`tokenizer`
+    also decodes)."""
     end = tokenizer.special_ids[END]
-    answers = {}
-    for language, messages in GROWTH_PROMPTS.items():
-        ids = greedy(model, render_chat(tokenizer, messages), budget, {end, tokenizer.eos_id})
-        answers[language] = tokenizer.decode([i for i in ids if i not in (end, tokenizer.eos_id)])
-    return answers
+    out = []
+    for prompt_id, language, question in CHAT_GROWTH_PROMPTS:
+        prompt = render_chat(tokenizer, [{"role": "user", "content": question}])
+        ids = greedy(model, prompt, budget, {end, tokenizer.eos_id})
+        text = tokenizer.decode([i for i in ids if i not in (end, tokenizer.eos_id)])
+        out.append({"id": prompt_id, "language": language, "prompt": question, "output": text})
+    return out
 
 
 def chat_evaluation(
@@ -146,7 +153,7 @@ def chat_evaluation(
         ended=ended,
         wrote_turn=wrote,
         budget=budget,
-        growth=growth_answers(model, tokenizer, budget) if growth else {},
+        growth=growth_answers(model, tokenizer, budget) if growth else [],
     )
 
 
