@@ -46,6 +46,13 @@ def test_each_format_round_trips_to_the_same_conversation() -> None:
     assert again.messages == alpaca.messages
 
 
+def test_a_short_exchange_of_no_telling_language_is_kept() -> None:
+    conversation = checked(
+        {"messages": [{"role": "user", "content": "Hi!"}, {"role": "assistant", "content": "Hello."}]}
+    )
+    assert conversation.language == "und"
+
+
 def test_alpaca_input_follows_the_instruction() -> None:
     record = {
         "instruction": "Translate this sentence into French please.",

@@ -171,7 +171,8 @@ def validate(
     language = conversation.language
     if language == "und":
         language = detect_language(" ".join(content for _, content in messages)).code
-    if languages and language not in languages:
+    # "und": too little text to tell ("Hi!" / "Hello."): short exchanges are still the template.
+    if languages and language not in languages and language != "und":
         raise InvalidConversation(f"language {language}, not in TRAIN_LANG_ONLY ({','.join(languages)})")
     return Conversation(
         messages=messages,
