@@ -101,3 +101,17 @@ def test_checkpoints_record_the_mix(
     assert (
         with_chat_mix(mixed_settings(make_settings, corpus_db, chat_mix_ratio=0), source.base) is source.base
     )
+
+
+def test_synthetic_conversations_alone_stay_within_their_share(
+    make_settings: Any, settings: Settings, corpus_db: Database, tokenizer: Tokenizer
+) -> None:
+    build(settings, corpus_db)
+    only = [Conversation(c.messages, "definition", synthetic=True) for c in conversation_set(50)]
+    add_conversations(corpus_db, only, origin="corpus")
+    tiny = mixed_settings(make_settings, corpus_db, chat_mix_ratio=0.5, chat_synthetic_max_share=0.4)
+    batch = with_chat_mix(tiny, open_source(tiny, corpus_db)).train_batch(
+        4000, 32, torch.Generator().manual_seed(1)
+    )
+    chat = ~batch.loss_mask[:, 1:].all(1)
+    assert abs(float(chat.float().mean()) - 0.5 * 0.4) < 0.03  # the rest are documents

@@ -29,7 +29,7 @@ def ask(url: str, question: str) -> tuple[str, str, str]:
     messages = [{"role": "user", "content": question}]
     with httpx.Client(base_url=url, timeout=120) as client:
         openai = client.post(
-            "/v1/chat/completions", json={"messages": messages, "max_tokens": 24, "temperature": 0}
+            "/v1/chat/completions", json={"messages": messages, "max_tokens": 40, "temperature": 0}
         ).json()
         ollama = client.post(
             "/ollama/api/chat",
@@ -37,7 +37,7 @@ def ask(url: str, question: str) -> tuple[str, str, str]:
                 "model": "aifactory",
                 "messages": messages,
                 "stream": False,
-                "options": {"num_predict": 24, "temperature": 0},
+                "options": {"num_predict": 40, "temperature": 0},
             },
         ).json()
     choice = openai["choices"][0]

@@ -5,8 +5,10 @@ trainer's generator, so resumes and DDP ranks see the same batches), otherwise a
 the dataset as before. A conversation window starts at the start of a conversation drawn uniformly
 and runs on into the following ones, like a document window; its loss mask counts the assistant's
 tokens only (chat/encode.py), a document window's counts every token. Synthetic conversations are a
-separate pool drawn from at most CHAT_SYNTHETIC_MAX_SHARE of the time (and no more than their share
-of all conversations), so the corpus's own question-and-answer pairs cannot crowd out the user's.
+separate pool that gets at most CHAT_SYNTHETIC_MAX_SHARE of the conversation windows (and no more than
+their share of all conversations); with no ingested conversations the rest of those windows stay
+documents. So synthetic windows are never more than CHAT_MIX_RATIO x CHAT_SYNTHETIC_MAX_SHARE of the
+batch, and the corpus's own question-and-answer pairs cannot crowd out the user's.
 
 Validation stays the documents' (the same windows, the same val_version): `best_val_loss` and early
 stopping keep measuring what they did, and the chat part of the evaluation measures the rest. The
@@ -83,12 +85,14 @@ class ChatMixSource:
         return True
 
     def synthetic_share(self) -> float:
-        total = self.ingested.count + self.synthetic.count
-        if total == 0 or self.synthetic.count == 0:
+        """The share of conversation windows drawn from the synthetic pool."""
+        if self.synthetic.count == 0:
             return 0.0
         if self.ingested.count == 0:
-            return 1.0  # nothing else to draw from (the mix ratio still bounds conversations overall)
-        return min(self.synthetic_max_share, self.synthetic.count / total)
+            return self.synthetic_max_share  # the other windows stay documents (see train_batch)
+        return min(
+            self.synthetic_max_share, self.synthetic.count / (self.synthetic.count + self.ingested.count)
+        )
 
     def refresh(self) -> bool:
         changed = self.base.refresh()
@@ -101,25 +105,26 @@ class ChatMixSource:
     # --- batches ---------------------------------------------------------------------------------------
     def train_batch(self, batch_size: int, seq_len: int, generator: torch.Generator) -> Windows:
         span = seq_len + 1
-        chat_rows = torch.rand(batch_size, generator=generator) < self.ratio
-        if self.ingested.count + self.synthetic.count == 0:
-            chat_rows[:] = False
+        # Per row: conversation or not, which pool, which conversation; all from the generator.
+        draws = torch.rand(batch_size, 3, generator=generator, dtype=torch.float64)
+        share = self.synthetic_share()
+        synthetic = (draws[:, 0] < self.ratio) & (draws[:, 1] < share)
+        ingested = (draws[:, 0] < self.ratio) & (draws[:, 1] >= share) & (self.ingested.count > 0)
+        documents = ~(synthetic | ingested)  # with no ingested conversations those rows stay documents
         tokens = torch.empty(batch_size, span, dtype=torch.int64)
         mask = torch.ones(batch_size, span, dtype=torch.bool)
-        documents = int((~chat_rows).sum())
-        if documents:
-            drawn = self.base.train_batch(documents, seq_len, generator)
+        if bool(documents.any()):
+            drawn = self.base.train_batch(int(documents.sum()), seq_len, generator)
             if isinstance(drawn, Windows):
-                tokens[~chat_rows], mask[~chat_rows] = drawn.tokens, drawn.loss_mask
+                tokens[documents], mask[documents] = drawn.tokens, drawn.loss_mask
             else:
-                tokens[~chat_rows] = drawn
-        picks = torch.rand(int(chat_rows.sum()), 2, generator=generator, dtype=torch.float64).numpy()
-        share = self.synthetic_share()
-        for row, (pool_draw, draw) in zip(torch.nonzero(chat_rows).flatten().tolist(), picks, strict=True):
-            pool = self.synthetic if pool_draw < share else self.ingested
-            ids, learn = pool.window(min(pool.count - 1, int(draw * pool.count)), span)
-            tokens[row] = torch.from_numpy(ids.astype(np.int64))
-            mask[row] = torch.from_numpy(learn)
+                tokens[documents] = drawn
+        for rows, pool in ((synthetic, self.synthetic), (ingested, self.ingested)):
+            for row in torch.nonzero(rows).flatten().tolist():
+                pick = min(pool.count - 1, int(float(draws[row, 2]) * pool.count))
+                ids, learn = pool.window(pick, span)
+                tokens[row] = torch.from_numpy(ids.astype(np.int64))
+                mask[row] = torch.from_numpy(learn)
         return Windows(tokens, mask)
 
     def val_batches(self, batch_size: int, seq_len: int, count: int) -> list[torch.Tensor]:
