@@ -20,11 +20,14 @@ With several ratios each gets a row; the RESULT lines are for the first. It ends
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the corpus and conversations live under tests/
 from tests.chat.helpers import add_conversations, conversation_set
 from tests.dataset.helpers import add_texts, real_texts
 

@@ -50,9 +50,14 @@ def markdown_headings(text: str) -> Headings:
 
 
 def section_offsets(text: str, headings: Headings) -> Sections:
-    """The headings found, in order, as whole lines of `text` (a Markdown line may keep its #s)."""
+    """The headings found, in order, as whole lines of `text` (a Markdown line may keep its #s). A
+    part of a long document holds only some of them: each line is looked up among the headings not
+    matched yet, so a part that starts at the twentieth heading finds it."""
     if not headings:
         return []
+    where: dict[str, list[int]] = {}
+    for number, (_, heading) in enumerate(headings):
+        where.setdefault(_fold(heading), []).append(number)
     out: Sections = []
     wanted = 0
     offset = 0
@@ -60,16 +65,15 @@ def section_offsets(text: str, headings: Headings) -> Sections:
         line = match.group(0)
         if not line:
             break
-        stripped = line.strip().lstrip("#").strip() if line.lstrip().startswith("#") else line.strip()
-        # Headings may be missing from this part (a long document split in parts): look a few ahead.
-        for ahead in range(wanted, min(len(headings), wanted + 8)):
-            if stripped and _fold(stripped) == _fold(headings[ahead][1]):
-                out.append([offset, headings[ahead][0], headings[ahead][1]])
-                wanted = ahead + 1
-                break
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            stripped = stripped.lstrip("#").strip()
+        later = [n for n in where.get(_fold(stripped), ()) if n >= wanted] if stripped else []
+        if later:
+            level, heading = headings[later[0]]
+            out.append([offset, level, heading])
+            wanted = later[0] + 1
         offset += len(line)
-        if wanted >= len(headings):
-            break
     return out
 
 
