@@ -648,7 +648,7 @@ class Settings(BaseSettings):
 
     # --- chat tuning (issue #18) --------------------------------------------------------------------
     chat_mix_ratio: float = setting(
-        0.1,
+        0.2,
         "Share of training windows that are conversations (loss on assistant tokens only); 0 = none.",
         CHAT,
         ge=0,
