@@ -617,7 +617,9 @@ class Settings(BaseSettings):
         ge=0,
         le=1,
     )
-    auto_promote: bool = setting(False, "Promote automatically after each evaluation that passes the gate.", EVAL)
+    auto_promote: bool = setting(
+        False, "Promote automatically after each evaluation that passes the gate.", EVAL
+    )
     eval_prompts_file: str = setting(
         "", "Prompt file for the evaluation; empty = DATA_DIR/eval_prompts.json, else the starter set.", EVAL
     )
@@ -630,7 +632,9 @@ class Settings(BaseSettings):
     eval_time_budget_sec: float = setting(
         600.0, "The evaluator engine gives up an evaluation that takes longer than this.", EVAL, gt=0
     )
-    eval_threads: int = setting(2, "CPU threads of the evaluator engine (it runs at low priority).", EVAL, ge=1)
+    eval_threads: int = setting(
+        2, "CPU threads of the evaluator engine (it runs at low priority).", EVAL, ge=1
+    )
     eval_poll_sec: float = setting(
         30.0, "Seconds between two looks of the evaluator engine for a new best checkpoint.", EVAL, gt=0
     )

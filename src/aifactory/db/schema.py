@@ -479,7 +479,9 @@ evaluation_parts = sa.Table(
     "evaluation_parts",
     metadata,
     sa.Column("id", BigId, primary_key=True, autoincrement=True),
-    sa.Column("run_id", sa.BigInteger, sa.ForeignKey("evaluation_runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column(
+        "run_id", sa.BigInteger, sa.ForeignKey("evaluation_runs.id", ondelete="CASCADE"), nullable=False
+    ),
     sa.Column("part", sa.String(32), nullable=False),  # mc, bpb
     sa.Column("language", sa.String(16), nullable=False),  # "" = overall
     sa.Column("value", sa.Float),  # accuracy for mc, bits per byte for bpb
@@ -492,7 +494,9 @@ prompt_results = sa.Table(
     "prompt_results",
     metadata,
     sa.Column("id", BigId, primary_key=True, autoincrement=True),
-    sa.Column("run_id", sa.BigInteger, sa.ForeignKey("evaluation_runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column(
+        "run_id", sa.BigInteger, sa.ForeignKey("evaluation_runs.id", ondelete="CASCADE"), nullable=False
+    ),
     sa.Column("prompt_id", sa.String(128), nullable=False),
     sa.Column("language", sa.String(16), nullable=False),
     sa.Column("prompt", sa.Text, nullable=False),
@@ -506,7 +510,9 @@ growth_samples = sa.Table(
     "growth_samples",
     metadata,
     sa.Column("id", BigId, primary_key=True, autoincrement=True),
-    sa.Column("run_id", sa.BigInteger, sa.ForeignKey("evaluation_runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column(
+        "run_id", sa.BigInteger, sa.ForeignKey("evaluation_runs.id", ondelete="CASCADE"), nullable=False
+    ),
     sa.Column("step", sa.BigInteger, nullable=False),
     sa.Column("prompt_id", sa.String(128), nullable=False),
     sa.Column("language", sa.String(16), nullable=False),
