@@ -24,9 +24,7 @@ EVAL: dict[str, Any] = dict(
 
 
 def factory_settings(make_settings: Any, db: Database, **overrides: Any) -> Settings:
-    return make_settings(
-        database_url=db.url, **{**SMALL, **TINY, **EVAL, "train_lr": 1e-2, **overrides}
-    )
+    return make_settings(database_url=db.url, **{**SMALL, **TINY, **EVAL, "train_lr": 1e-2, **overrides})
 
 
 def build_factory(settings: Settings, db: Database, documents: int = 120) -> None:
@@ -36,7 +34,11 @@ def build_factory(settings: Settings, db: Database, documents: int = 120) -> Non
 
 
 def train_and_save(
-    settings: Settings, db: Database, steps: int, pointers: tuple[str, ...] = ("latest", "best"), seed: int = 0
+    settings: Settings,
+    db: Database,
+    steps: int,
+    pointers: tuple[str, ...] = ("latest", "best"),
+    seed: int = 0,
 ) -> Path:
     """Train a tiny model for `steps` optimizer steps (0 = untrained) and save it as the trainer does."""
     settings = settings.model_copy(update={"train_seed": seed})
