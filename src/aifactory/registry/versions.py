@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import shutil
 from pathlib import Path
 from typing import Any
@@ -50,8 +51,8 @@ def clean_partials(settings: Settings) -> None:
     """Remove partial version directories whose writer is gone."""
     root = pointer.models_root(settings)
     for path in root.glob(".v*.partial-*"):
-        pid = path.name.rsplit("-", 1)[-1]
-        if not pid.isdigit() or not _pid_alive(int(pid)) or int(pid) == os.getpid():
+        pid = path.name.split("partial-", 1)[-1].split("-")[0]
+        if not pid.isdigit() or (int(pid) != os.getpid() and not _pid_alive(int(pid))):
             shutil.rmtree(path, ignore_errors=True)
 
 
@@ -123,7 +124,7 @@ def register(
         if final.exists():
             number += 1
             continue
-        partial = root / f".{final.name}.partial-{os.getpid()}"
+        partial = root / f".{final.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
         shutil.rmtree(partial, ignore_errors=True)
         (partial / "tokenizer").mkdir(parents=True)
         (partial / WEIGHTS).write_bytes(weights)
