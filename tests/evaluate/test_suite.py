@@ -14,7 +14,7 @@ from aifactory.dataset.source import open_source
 from aifactory.db.database import Database
 from aifactory.evaluate import EvalError, EvalInterrupted, store, suite, task
 from aifactory.evaluate.commands import run_and_store
-from aifactory.evaluate.load import resolve
+from aifactory.evaluate.target import resolve
 from tests.evaluate.helpers import build_factory, factory_settings, train_and_save
 
 TRAINED_STEPS = 600  # about 3 s of training of the tiny model on one core

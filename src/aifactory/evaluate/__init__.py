@@ -1,8 +1,8 @@
 """Evaluation: an honest 0..1 score (chance-adjusted multiple-choice accuracy on held-out documents),
 bits per byte per language, user prompts and growth samples. See docs/evaluation.md.
 
-Only `task`, `bpb`, `generate`, `suite` and `load` import torch; `store`, `jobs`, `prompts` and `score`
-do not (the web process reads results through them)."""
+`task`, `bpb`, `generate`, `validation`, `load` and `suite` import torch; `target`, `store`, `jobs`,
+`prompts` and `score` do not (the web process checks requests and reads results through them)."""
 
 
 class EvalError(Exception):

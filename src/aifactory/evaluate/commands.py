@@ -43,7 +43,7 @@ def run_and_store(settings: Settings, db: Any, model: str | None, **options: Any
     import torch
 
     from aifactory.evaluate import store, suite
-    from aifactory.evaluate.load import resolve
+    from aifactory.evaluate.target import resolve
 
     torch.set_num_threads(max(1, settings.eval_threads))
     target = resolve(settings, model)

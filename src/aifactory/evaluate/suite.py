@@ -15,7 +15,8 @@ import torch
 
 from aifactory.db.database import Database
 from aifactory.evaluate import EvalInterrupted, bpb, generate, prompts, score, task, validation
-from aifactory.evaluate.load import Target, load_model
+from aifactory.evaluate.load import load_model
+from aifactory.evaluate.target import Target
 from aifactory.serve import catalog
 from aifactory.settings import Settings
 

@@ -12,37 +12,11 @@ from aifactory.registry import PromotionRefused, RegistryError
 from aifactory.settings import Settings
 
 
-def listing(settings: Settings, db: Any) -> dict[str, Any]:
-    """What GET /api/models answers: the versions, newest first, with scores and which is production."""
+def models_command(settings: Settings, args: argparse.Namespace) -> int:
     from aifactory.registry import versions
 
-    current = versions.state(db)
-    out = []
-    for row in versions.list_versions(db):
-        scores = (row["card"] or {}).get("scores") or {}
-        out.append(
-            {
-                "version": row["version"],
-                "name": f"v{row['version']}",
-                "origin": row["origin"],
-                "checkpoint": row["checkpoint"],
-                "step": row["step"],
-                "score": scores.get("score"),
-                "task_version": scores.get("task_version"),
-                "parameters": row["parameters"],
-                "size_bytes": row["size_bytes"],
-                "created_at": row["created_at"],
-                "deleted": row["deleted_at"] is not None,
-                "production": row["version"] == current["production"],
-                "card": row["card"],
-            }
-        )
-    return {"production": current["production"], "previous": current["previous"], "versions": out}
-
-
-def models_command(settings: Settings, args: argparse.Namespace) -> int:
     with opened_database(settings) as db:
-        data = listing(settings, db)
+        data = versions.listing(db)
     if args.json:
         print(json.dumps(data, ensure_ascii=False, indent=2))
         return 0
@@ -63,7 +37,7 @@ def models_command(settings: Settings, args: argparse.Namespace) -> int:
 
 def register_command(settings: Settings, args: argparse.Namespace) -> int:
     from aifactory.evaluate import EvalError
-    from aifactory.evaluate.load import resolve
+    from aifactory.evaluate.target import resolve
     from aifactory.registry import gate, versions
 
     with opened_database(settings) as db:

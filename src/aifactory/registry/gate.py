@@ -17,7 +17,7 @@ from typing import Any
 
 from aifactory.db.database import Database
 from aifactory.evaluate import EvalError, store
-from aifactory.evaluate.load import Target, resolve
+from aifactory.evaluate.target import Target, resolve
 from aifactory.registry import PromotionRefused, RegistryError, pointer, versions
 from aifactory.settings import Settings
 

@@ -173,6 +173,32 @@ def register(
     return get(db, number) or row
 
 
+def listing(db: Database) -> dict[str, Any]:
+    """What GET /api/models answers: the versions, newest first, with scores and which is production."""
+    current = state(db)
+    out = []
+    for row in list_versions(db):
+        scores = (row["card"] or {}).get("scores") or {}
+        out.append(
+            {
+                "version": row["version"],
+                "name": f"v{row['version']}",
+                "origin": row["origin"],
+                "checkpoint": row["checkpoint"],
+                "step": row["step"],
+                "score": scores.get("score"),
+                "task_version": scores.get("task_version"),
+                "parameters": row["parameters"],
+                "size_bytes": row["size_bytes"],
+                "created_at": row["created_at"],
+                "deleted": row["deleted_at"] is not None,
+                "production": row["version"] == current["production"],
+                "card": row["card"],
+            }
+        )
+    return {"production": current["production"], "previous": current["previous"], "versions": out}
+
+
 # --- the registry's state -----------------------------------------------------------------------------
 def state(db: Database) -> dict[str, Any]:
     """{"production", "previous", "revision"} (the row is created on first use)."""
