@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from aifactory.db.database import Database
 from aifactory.db.schema import model_promotions, model_registry, model_versions
+from aifactory.evaluate import store
 from aifactory.registry import RegistryError, card, pointer
 from aifactory.settings import Settings
 
@@ -178,7 +179,9 @@ def listing(db: Database) -> dict[str, Any]:
     current = state(db)
     out = []
     for row in list_versions(db):
-        scores = (row["card"] or {}).get("scores") or {}
+        # The newest evaluation of its weights (it may have been evaluated after it was registered).
+        newest = store.score_of(db, row["digest"])
+        scores = {"score": newest["score"], "task_version": newest["task_version"]} if newest else {}
         out.append(
             {
                 "version": row["version"],
