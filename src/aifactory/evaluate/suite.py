@@ -74,12 +74,17 @@ def evaluate(
     at = time.perf_counter()
     prompt_list = prompts.load(settings)
     growth_list = prompts.GROWTH_PROMPTS
-    total = len(prompt_list) + len(growth_list)
-    done, generated = 0, 0
-    answered = []
     tick = check(SHARES[0] + SHARES[1], SHARES[2], "prompts and growth samples")
-    for prompt in prompt_list:
-        text, count = generate.greedy(model, tokenizer, prompt.prompt, settings.eval_max_tokens, device)
+    answers = generate.greedy(
+        model, tokenizer, [p.prompt for p in prompt_list], settings.eval_max_tokens, device
+    )
+    tick(0.5)
+    samples = generate.greedy(
+        model, tokenizer, [text for _, _, text in growth_list], settings.eval_growth_tokens, device
+    )
+    tick(1.0)
+    answered = []
+    for prompt, (text, _) in zip(prompt_list, answers, strict=True):
         value, matched = prompts.keyword_score(prompt, text)
         answered.append(
             {
@@ -91,14 +96,11 @@ def evaluate(
                 "matched": matched,
             }
         )
-        done, generated = done + 1, generated + count
-        tick(done / total)
-    growth = []
-    for prompt_id, language, text_prompt in growth_list:
-        text, count = generate.greedy(model, tokenizer, text_prompt, settings.eval_growth_tokens, device)
-        growth.append({"id": prompt_id, "language": language, "prompt": text_prompt, "output": text})
-        done, generated = done + 1, generated + count
-        tick(done / total)
+    growth = [
+        {"id": prompt_id, "language": language, "prompt": text_prompt, "output": text}
+        for (prompt_id, language, text_prompt), (text, _) in zip(growth_list, samples, strict=True)
+    ]
+    generated = len(prompt_list) * settings.eval_max_tokens + len(growth_list) * settings.eval_growth_tokens
     seconds["generation"] = time.perf_counter() - at
 
     state = meta.get("state", {})
