@@ -53,8 +53,7 @@ THREADS = 2
 
 
 def make_factory(scratch: Path, size: str, items: int, **overrides: Any) -> tuple[Settings, Database]:
-    settings = Settings(
-        _env_file=None,
+    values: dict[str, Any] = dict(
         data_dir=scratch / "data",
         database_url=f"sqlite:///{scratch}/factory.db",
         auto_tune=False,
@@ -73,8 +72,8 @@ def make_factory(scratch: Path, size: str, items: int, **overrides: Any) -> tupl
         eval_max_tokens=32,
         eval_growth_tokens=32,
         eval_save_to_db=False,
-        **overrides,
     )
+    settings = Settings(_env_file=None, **{**values, **overrides})
     db = Database(settings.resolved_database_url())
     migrate.upgrade(db)
     add_texts(db, list(real_texts("en")), "en")

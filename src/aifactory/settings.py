@@ -607,7 +607,11 @@ class Settings(BaseSettings):
     eval_save_to_db: bool = setting(True, "Store evaluation results in the database.", EVAL)
     eval_max_tokens: int = setting(120, "Tokens generated per evaluation prompt.", EVAL, ge=1)
     promotion_min_score: float = setting(
-        0.72, "Minimum evaluation score (0..1) a model needs to be promoted.", EVAL, ge=0, le=1
+        0.25,
+        "Minimum evaluation score (0..1) a model needs to be promoted (docs/evaluation.md: calibration).",
+        EVAL,
+        ge=0,
+        le=1,
     )
     force_promote: bool = setting(False, "Promote even below PROMOTION_MIN_SCORE (emergencies).", EVAL)
     promotion_tolerance: float = setting(
