@@ -74,6 +74,9 @@ def run(ctx: EngineContext) -> None:
 
 
 def evaluate_new_best(ctx: EngineContext) -> None:
+    from aifactory.registry import gate
+
+    gate.sync_pointer(ctx.settings, ctx.db)  # a crash between a move and its pointer file is healed here
     seen: set[str] = set()
     while not ctx.stopping():
         ctx.set_phase("waiting", "for a new best checkpoint")

@@ -15,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from aifactory.cluster.membership import process_alive
 from aifactory.db.database import Database
 from aifactory.db.schema import evaluation_jobs
 from aifactory.settings import Settings
@@ -24,18 +25,6 @@ NICE = 10
 
 class JobRunning(Exception):
     """An evaluation job is already running."""
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def update(db: Database, job_id: int, **values: Any) -> None:
@@ -49,14 +38,13 @@ def update(db: Database, job_id: int, **values: Any) -> None:
 
 def current(db: Database) -> dict[str, Any] | None:
     """The newest job; a running one whose process is gone (on this host) is marked failed first."""
-    multiprocessing.active_children()  # reaps finished job processes, so their pids read as gone
     with db.read() as conn:
         row = conn.execute(sa.select(evaluation_jobs).order_by(evaluation_jobs.c.id.desc()).limit(1)).first()
     if row is None:
         return None
     job = dict(row._mapping)
     mine = job["node_id"] == socket.gethostname()
-    if job["status"] == "running" and mine and job["pid"] and not _alive(job["pid"]):
+    if job["status"] == "running" and mine and job["pid"] and not process_alive(job["pid"], None):
         update(
             db,
             job["id"],

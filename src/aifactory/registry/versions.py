@@ -18,6 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from aifactory.cluster.membership import process_alive
 from aifactory.db.database import Database
 from aifactory.db.schema import model_promotions, model_registry, model_versions
 from aifactory.evaluate import store
@@ -38,22 +39,12 @@ def _fsync_tree(path: Path) -> None:
             os.close(fd)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clean_partials(settings: Settings) -> None:
     """Remove partial version directories whose writer is gone."""
     root = pointer.models_root(settings)
     for path in root.glob(".v*.partial-*"):
         pid = path.name.split("partial-", 1)[-1].split("-")[0]
-        if not pid.isdigit() or (int(pid) != os.getpid() and not _pid_alive(int(pid))):
+        if not pid.isdigit() or (int(pid) != os.getpid() and not process_alive(int(pid), None)):
             shutil.rmtree(path, ignore_errors=True)
 
 
