@@ -72,3 +72,14 @@ def test_a_refused_promotion_is_409_with_the_rule_and_force_promotes(client: htt
     assert again.status_code == 409 and "already production" in again.json()["detail"]["rule"]
     rollback = client.post("/api/models/rollback", headers=admin)
     assert rollback.status_code == 409 and "no previous" in rollback.json()["detail"]["rule"]
+
+
+def test_the_web_process_never_imports_torch_for_these_routes() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, aifactory.web.app, aifactory.web.routes.evals, aifactory.web.routes.models; "
+        "sys.exit('torch' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
