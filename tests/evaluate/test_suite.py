@@ -15,7 +15,12 @@ from aifactory.db.database import Database
 from aifactory.evaluate import EvalError, EvalInterrupted, store, suite, task
 from aifactory.evaluate.commands import run_and_store
 from aifactory.evaluate.target import resolve
+from aifactory.train.checkpoint import CheckpointStore
+from aifactory.train.engine import checkpoint_dir
+from aifactory.train.runtime import setup_runtime
+from aifactory.train.trainer import Trainer
 from tests.evaluate.helpers import build_factory, factory_settings, train_and_save
+from tests.train.tiny import corpus_source
 
 TRAINED_STEPS = 600  # about 3 s of training of the tiny model on one core
 
@@ -110,7 +115,14 @@ def test_aifactory_eval_prints_the_score_and_its_parts(
     assert "not a checkpoint" in capsys.readouterr().err
 
 
-def test_no_validation_data_is_a_clear_error(make_settings: Any, db: Database) -> None:
+def test_no_checkpoint_or_no_validation_data_is_a_clear_error(make_settings: Any, db: Database) -> None:
     settings = factory_settings(make_settings, db)
     with pytest.raises(EvalError, match="no checkpoint"):
         resolve(settings, "best")
+    # A model trained on raw bytes (`aifactory train --text-file`) has no validation documents.
+    source = corpus_source(2000)
+    trainer = Trainer.create(settings, source, setup_runtime(settings, "cpu"), None)
+    weights, meta, _ = trainer.checkpoint_payload()
+    CheckpointStore(checkpoint_dir(settings)).save(weights, meta, None, pointers=("latest",))
+    with pytest.raises(EvalError, match="no validation documents"):
+        suite.evaluate(settings, db, resolve(settings, "latest"))

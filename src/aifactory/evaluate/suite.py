@@ -51,6 +51,7 @@ def evaluate(
 
     meta = target.meta
     tokenizer_hash = str(meta.get("tokenizer_hash", ""))
+    validation.generation_of(settings, tokenizer_hash)  # no tokenizer generation, no validation data
     model = load_model(target, device)
     tokenizer = catalog.tokenizer_for(settings, catalog.ModelEntry(target.name, target.directory, meta))
     seq_len = min(model.config.max_seq_len, int(meta.get("training", {}).get("seq_len") or 512))
