@@ -1,7 +1,7 @@
 """Conversations for chat tuning, and the section headings of stored documents.
 
 Revision ID: 0018
-Revises: 0013
+Revises: 0012
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0018"
-down_revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
