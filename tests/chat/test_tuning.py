@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from aifactory.chat import store
-from aifactory.chat.evaluate import chat_evaluation, chat_part
+from aifactory.chat.evaluate import chat_evaluation, chat_part, growth_answers
 from aifactory.chat.mix import with_chat_mix
 from aifactory.dataset.builder import build
 from aifactory.dataset.source import open_source
@@ -52,6 +52,7 @@ def test_conversations_in_the_mix_teach_the_template(
     assert tuned is not None and tuned.conversations == len(held_out) and tuned.budget == BUDGET
     assert tuned.template_adherence >= 0.8 and plain.template_adherence <= 0.2, (plain, tuned)
     assert tuned.assistant_loss < plain.assistant_loss - 1.0
-    assert {sample["language"] for sample in tuned.growth} == {"en", "ja"}
+    growth = growth_answers(with_chat.model, tokenizer, BUDGET)
+    assert {sample["language"] for sample in growth} == {"en", "ja"}
     doc_without, doc_with = without.evaluate()[0], with_chat.evaluate()[0]
     assert doc_with <= doc_without * DOC_LOSS_MARGIN, (doc_with, doc_without)

@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +27,7 @@ from aifactory.model.llama import KVCache, Transformer
 from aifactory.serve.template import ASSISTANT, END, SYSTEM, USER, TokenizerLike, render_chat
 from aifactory.settings import Settings
 
-HELD_OUT_LIMIT = 100  # conversations per evaluation: greedy answers are the suite's slowest part
+HELD_OUT_LIMIT = 50  # conversations per evaluation: their greedy answers are the part's cost
 
 # Chat growth samples: (id, language, question), answered greedily in the chat template at every
 # evaluation beside the evaluation suite's text growth prompts (the same record shape). Never edited.
@@ -106,12 +106,15 @@ def template_adherence(
     tokenizer: TokenizerLike,
     conversations: Sequence[Sequence[dict[str, str]]],
     budget: int,
+    progress: Callable[[float], None] | None = None,
 ) -> tuple[float, int, int]:
     """(share of adherent answers, answers ending with <|end|>, answers that wrote a turn first)."""
     end = tokenizer.special_ids[END]
     turns = {tokenizer.special_ids[m] for m in (USER, SYSTEM, ASSISTANT)} | {tokenizer.bos_id}
     ended = wrote = 0
-    for messages in conversations:
+    for number, messages in enumerate(conversations):
+        if progress is not None:
+            progress(number / len(conversations))  # may raise: the suite's stop and time budget
         answer = greedy(
             model, render_chat(tokenizer, prompt_of(messages)), budget, turns | {end, tokenizer.eos_id}
         )
@@ -142,9 +145,10 @@ def chat_evaluation(
     *,
     budget: int,
     growth: bool = True,
+    progress: Callable[[float], None] | None = None,
 ) -> ChatEvaluation:
     loss, tokens = assistant_loss(model, tokenizer, conversations)
-    adherence, ended, wrote = template_adherence(model, tokenizer, conversations, budget)
+    adherence, ended, wrote = template_adherence(model, tokenizer, conversations, budget, progress)
     return ChatEvaluation(
         conversations=len(conversations),
         assistant_loss=loss,
@@ -164,12 +168,25 @@ def held_out_conversations(db: Database, limit: int = HELD_OUT_LIMIT) -> list[li
     return [c.messages for c in [*ingested, *synthetic]]
 
 
+def has_chat_tokens(tokenizer: Any) -> bool:
+    """Whether the tokenizer has the template's control tokens (a byte-level stand-in has none)."""
+    special = getattr(tokenizer, "special_ids", {})
+    return all(isinstance(special.get(m), int) and special[m] >= 0 for m in (USER, ASSISTANT, END))
+
+
 def chat_part(
-    settings: Settings, db: Database, model: Transformer, tokenizer: Any, limit: int = HELD_OUT_LIMIT
+    settings: Settings,
+    db: Database,
+    model: Transformer,
+    tokenizer: Any,
+    limit: int = HELD_OUT_LIMIT,
+    progress: Callable[[float], None] | None = None,
 ) -> ChatEvaluation | None:
-    """The evaluation suite's chat part: None while there are no held-out conversations (the growth
-    prompts are still answered by `growth_answers`)."""
+    """The evaluation suite's chat part (without growth samples: the suite asks `growth_answers` for
+    those); None while there are no held-out conversations."""
     conversations = held_out_conversations(db, limit)
-    if not conversations:
+    if not conversations or not has_chat_tokens(tokenizer):
         return None
-    return chat_evaluation(model, tokenizer, conversations, budget=settings.eval_max_tokens)
+    return chat_evaluation(
+        model, tokenizer, conversations, budget=settings.eval_max_tokens, growth=False, progress=progress
+    )
