@@ -11,7 +11,7 @@ the windows conversations (loss on assistant tokens only). Then, on the held-out
 - assistant-token loss, with / without;
 - document validation bits per byte, with / without: what the mix costs the documents (aim <= 1.05).
 
-    .venv/bin/python benchmarks/chat_tuning.py [--steps 400] [--ratios 0.1,0.2]
+    .venv/bin/python benchmarks/chat_tuning.py [--steps 300] [--ratios 0.2,0.1]
 
 With several ratios each gets a row; the RESULT lines are for the first. It ends with
 `RESULT template_adherence <v>`, `RESULT chat_loss_ratio <v>` and `RESULT doc_bpb_ratio <v>`.
@@ -81,7 +81,7 @@ def run(settings: Settings, db: Database, ratio: float, steps: int) -> tuple[Tra
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--ratios", default=str(Settings(_env_file=None).chat_mix_ratio))
     parser.add_argument("--conversations", type=int, default=600)
     args = parser.parse_args()
