@@ -553,6 +553,10 @@ class Settings(BaseSettings):
         ge=0,
         le=19,
     )
+    # issue 14: the trainer at the machine's speed, checkpoints and data that cannot be corrupted
+    dataset_lock_wait_sec: float = setting(
+        120.0, "A second dataset builder waits this long for the first, then refuses.", TOKENIZER, ge=0
+    )
 
     # --- inference -------------------------------------------------------------------------------
     max_generate_tokens: Annotated[int | None, BeforeValidator(_empty_is_auto)] = setting(
