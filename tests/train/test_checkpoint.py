@@ -32,7 +32,7 @@ def save_step(store: CheckpointStore, step: int, pointers: tuple[str, ...] = ("l
 
 
 def test_save_and_load_round_trip_with_latest_backup_and_best(tmp_path: Path) -> None:
-    store = CheckpointStore(tmp_path)
+    store = CheckpointStore(tmp_path, keep_snapshots=0)
     first = save_step(store, 1)
     second = save_step(store, 2)
     best = save_step(store, 2, ("best",))
@@ -43,7 +43,7 @@ def test_save_and_load_round_trip_with_latest_backup_and_best(tmp_path: Path) ->
     assert store.pointer("backup") == first  # the checkpoint latest replaced
     assert store.pointer("best") == best and store.load("best", optimizer=False).optimizer is None
     save_step(store, 3)
-    # Only what a pointer names is kept: latest (3), backup (2) and best.
+    # With no older snapshots to keep, only what a pointer names is: latest (3), backup (2) and best.
     assert {p.name for p in tmp_path.glob("step-*")} == {
         store.pointer(n).name for n in ("latest", "backup", "best")
     }

@@ -75,3 +75,19 @@ def linear_cross_entropy(
 ) -> torch.Tensor:
     """Mean cross-entropy of softmax(x @ weight^T) against targets (-1 = ignored); x is [N, d]."""
     return LinearCrossEntropy.apply(x, weight, targets, chunk_rows)
+
+
+@torch.no_grad()
+def token_losses(
+    x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_rows: int = CHUNK_ROWS
+) -> torch.Tensor:
+    """Per-token cross-entropy [N] (fp32, 0 where the target is -1) of softmax(x @ weight^T), chunk by
+    chunk: evaluation never holds the [N, vocab] logits either."""
+    out = torch.empty(x.size(0), dtype=torch.float32, device=x.device)
+    for start in range(0, x.size(0), chunk_rows):
+        rows = slice(start, start + chunk_rows)
+        logits = torch.nn.functional.linear(x[rows], weight).float()
+        out[rows] = torch.nn.functional.cross_entropy(
+            logits, targets[rows], ignore_index=-1, reduction="none"
+        )
+    return out

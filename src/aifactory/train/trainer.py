@@ -34,6 +34,7 @@ from aifactory.train.mfu import peak_flops
 from aifactory.train.runtime import Runtime
 from aifactory.train.schedule import Schedule
 from aifactory.train.sharing import LoadController
+from aifactory.train.writer import CheckpointWriter
 
 BETAS = (0.9, 0.95)  # beta2 0.95 rather than 0.999: steadier with small batches (GPT-3, Llama)
 CHECKPOINT_FORMAT = 1
@@ -57,6 +58,7 @@ class TrainState:
     paused: bool = False  # early stopping: waiting for the dataset to grow
     paused_at_tokens: int = 0  # the dataset's training tokens when it paused
     lr_scale: float = 1.0  # lowered after a NaN/inf loss
+    stable_steps: int = 0  # steps since the rate was lowered; after TRAIN_LR_RECOVER_STEPS it doubles back
     val_languages: dict[str, dict[str, float]] = field(default_factory=dict)  # language -> loss, bpb
 
     def to_dict(self) -> dict[str, Any]:
@@ -96,6 +98,22 @@ def build_optimizer(model: nn.Module, settings: Settings) -> torch.optim.AdamW:
         return torch.optim.AdamW(groups, lr=settings.train_lr, betas=BETAS, eps=1e-8, foreach=True)
 
 
+def accumulation_steps(settings: Settings, tokens_per_micro_step: int) -> int:
+    """Micro-batches per optimizer step: TRAIN_GRAD_ACCUM_STEPS, or as many as TRAIN_TOKENS_PER_STEP
+    needs (a GPU with a small micro-batch still takes steps of the size the learning rate is tuned for)."""
+    target = settings.train_tokens_per_step
+    wanted = math.ceil(target / tokens_per_micro_step) if target else 1
+    return max(settings.train_grad_accum_steps, wanted)
+
+
+def validation_windows(settings: Settings, seq_len: int, world_size: int) -> int:
+    """How many seq_len windows an evaluation reads: VAL_EVAL_TOKENS (or VAL_EVAL_BATCHES x 2,048
+    tokens, the original's 4 x 512), a multiple of the ranks so each evaluates an equal share."""
+    budget = settings.val_eval_tokens or settings.val_eval_batches * 2048
+    windows = max(1, budget // seq_len)
+    return max(world_size, windows // world_size * world_size)
+
+
 class Trainer:
     def __init__(
         self, settings: Settings, source: BatchSource, runtime: Runtime, config: ModelConfig
@@ -104,10 +122,10 @@ class Trainer:
         self.settings, self.source, self.runtime, self.config = settings, source, runtime, config
         self.batch_size = profile.train_batch_size  # sequences per micro-batch on each rank
         self.seq_len = profile.train_seq_len
-        self.grad_accum = settings.train_grad_accum_steps
-        # Validation windows per batch across all ranks: fixed, so the validation set stays the same
-        # when an out-of-memory retry shrinks the micro-batch, and equal for 1 x 2B and 2 x B processes.
-        self.eval_batch_size = self.batch_size * runtime.world_size
+        self.grad_accum = accumulation_steps(settings, self.batch_size * self.seq_len * runtime.world_size)
+        # The validation windows depend on the token budget and the sequence length only, never on the
+        # batch size (which auto-tune and out-of-memory retries change): best_val_loss stays comparable.
+        self.val_windows = validation_windows(settings, self.seq_len, runtime.world_size)
         self.schedule = Schedule.from_settings(settings)
         torch.manual_seed(settings.train_seed)
         self.model = Transformer(config).to(runtime.device)
@@ -117,6 +135,9 @@ class Trainer:
         self.state = TrainState()
         self._val: tuple[str, list[torch.Tensor], list[str]] | None = None
         self.train_model: nn.Module = self.model  # what the training forward runs: maybe DDP, compiled
+        self.writer: CheckpointWriter | None = None  # saves in the background when set (train/writer.py)
+        self.saved_at = self.evaluated_at = time.monotonic()  # the clocks of saves and evaluations
+        self.saved_step = -1  # the step `latest` was last saved at (by this process)
         # Yields threads and priority while chat requests are served on this machine (train/sharing.py).
         self.sharing = LoadController(settings, runtime.threads if runtime.device.type == "cpu" else 1)
         if runtime.distributed:
@@ -161,6 +182,8 @@ class Trainer:
             self.model.load_state_dict(checkpoint.weights, strict=True)
         except RuntimeError as exc:
             raise CheckpointError(f"{checkpoint.directory}: weights do not fit the model: {exc}") from None
+        if self.scaler is not None and checkpoint.meta.get("scaler"):
+            self.scaler.load_state_dict(checkpoint.meta["scaler"])  # fp16: resume with the same scale
         if checkpoint.optimizer is not None:
             self.optimizer.load_state_dict(checkpoint.optimizer)
             for group, decay in zip(
@@ -173,6 +196,7 @@ class Trainer:
         sampler = base64.b64decode(checkpoint.meta["sampler_state"])
         self.generator.set_state(torch.frombuffer(bytearray(sampler), dtype=torch.uint8))
         self.state = TrainState.from_dict(checkpoint.meta["state"])
+        self.saved_step = self.state.step
 
     def checkpoint_payload(self) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
         """(weights, meta, optimizer state) for CheckpointStore.save."""
@@ -197,6 +221,7 @@ class Trainer:
                 "precision": self.runtime.precision,
                 "seed": self.settings.train_seed,
             },
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "saved_at": time.time(),
             "aifactory_version": __version__,
             "torch_version": torch.__version__,
@@ -282,8 +307,9 @@ class Trainer:
 
     # --- evaluation ----------------------------------------------------------------------------------------
     def val_key(self) -> str:
-        shape = f"{self.settings.val_eval_batches}x{self.eval_batch_size}x{self.seq_len}"
-        return f"{self.source.val_version}/{shape}"
+        """Which validation set a loss was measured on: the data's validation version and the windows
+        laid over it (how many, how long), not how they are batched."""
+        return f"{self.source.val_version}/{self.val_windows}x{self.seq_len}"
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:
@@ -294,10 +320,9 @@ class Trainer:
         those tokens stand for: unlike the loss it does not depend on the tokenizer's vocabulary."""
         runtime = self.runtime
         key = self.val_key()
-        count = self.settings.val_eval_batches
         if self._val is None or self._val[0] != key:
-            windows = self.source.val_batches(self.eval_batch_size, self.seq_len, count)
-            labels = self.source.val_row_languages(self.eval_batch_size, self.seq_len, count)
+            windows = self.source.val_batches(self.val_windows, self.seq_len, 1)
+            labels = self.source.val_row_languages(self.val_windows, self.seq_len, 1)
             self._val = (key, windows, labels)
         _, windows, labels = self._val
         languages = sorted(set(labels))
@@ -306,9 +331,9 @@ class Trainer:
         # Per language: nats over all tokens, tokens, nats over tokens that are text, their bytes
         sums = torch.zeros(max(1, len(languages)), 4, dtype=torch.float64, device=runtime.device)
         self.model.eval()
-        share = self.eval_batch_size // runtime.world_size  # each rank evaluates its rows of every batch
+        share = self.val_windows // runtime.world_size  # each rank evaluates its share of the windows
         for number, window in enumerate(windows):
-            first = number * self.eval_batch_size + runtime.rank * share
+            first = number * self.val_windows + runtime.rank * share
             mine = window[runtime.rank * share : (runtime.rank + 1) * share]
             for offset in range(0, mine.size(0), self.batch_size):
                 batch = mine[offset : offset + self.batch_size].to(runtime.device, non_blocking=True)
