@@ -20,7 +20,7 @@ from aifactory.train import metrics
 from aifactory.train.batches import BatchSource, SourceUnavailable
 from aifactory.train.checkpoint import CheckpointStore
 from aifactory.train.cycle import Evaluation, Hooks, finish, keep_best_of_store, run_cycle_with_recovery, save
-from aifactory.train.runtime import setup_runtime
+from aifactory.train.runtime import Runtime, setup_runtime
 from aifactory.train.trainer import StepStats, Trainer
 from aifactory.train.writer import CheckpointWriter
 
@@ -153,10 +153,9 @@ def run_trainer(ctx: EngineContext, open_source: SourceFactory, poll_sec: float 
         ctx.set_phase("stopping", f"saved at step {trainer.state.step:,}")
 
 
-def agree_on_version(trainer: Trainer, source: BatchSource, wait: Callable[[float], bool]) -> None:
+def agree_on_version(runtime: Runtime, source: BatchSource, wait: Callable[[float], bool]) -> None:
     """Under torchrun all ranks train on one dataset version: a rank that opened an older one (a build
     committed between the opens) refreshes until they agree. Alone, nothing to agree on."""
-    runtime = trainer.runtime
     for _ in range(AGREE_TRIES):
         versions = runtime.all_gather_object(source.version)
         if len(set(versions)) == 1:
@@ -178,7 +177,7 @@ def train_until_stopped(
     while not ctx.stopping():
         if source.refresh():
             ctx.log(f"new training data: {source.describe()} (version {source.version})")
-        agree_on_version(trainer, source, ctx.wait)
+        agree_on_version(trainer.runtime, source, ctx.wait)
         if trainer.state.paused:
             target = resume_target(trainer)
             if source.train_tokens < target:

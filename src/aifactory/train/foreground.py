@@ -28,7 +28,7 @@ from aifactory.train import metrics
 from aifactory.train.batches import SourceUnavailable, TokenArraySource
 from aifactory.train.checkpoint import CheckpointError, CheckpointStore, read_checkpoint
 from aifactory.train.cycle import Evaluation, Hooks, finish, keep_best_of_store, run_cycle_with_recovery, save
-from aifactory.train.engine import checkpoint_dir, metric_row
+from aifactory.train.engine import agree_on_version, checkpoint_dir, metric_row
 from aifactory.train.runtime import setup_runtime, shutdown_runtime
 from aifactory.train.trainer import StepStats, Trainer
 
@@ -163,6 +163,7 @@ def train_command(settings: Settings, *, steps: int, text_file: Path | None, out
             )
             remaining, paused = steps, False
             while remaining > 0 and not stop_everywhere():
+                agree_on_version(runtime, source, hooks.wait)
                 result = run_cycle_with_recovery(
                     trainer, store, hooks, min(remaining, settings.train_steps_per_cycle)
                 )
