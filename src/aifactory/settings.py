@@ -582,6 +582,9 @@ class Settings(BaseSettings):
     train_lr_recover_steps: int = setting(
         200, "Stable steps after which a learning rate lowered by a NaN is doubled back.", TRAIN, ge=1
     )
+    train_prefetch_batches: int = setting(
+        2, "Micro-batches the loader draws ahead on a thread; 0 = on the training thread.", TRAIN, ge=0, le=64
+    )
     train_tokens_per_step: int = setting(
         0, "Tokens per optimizer step; accumulation is chosen to reach it (0 = one micro-batch).", TRAIN, ge=0
     )

@@ -191,6 +191,15 @@ def recover_learning_rate(trainer: Trainer, hooks: Hooks) -> None:
 
 
 def run_cycle(trainer: Trainer, store: CheckpointStore | None, hooks: Hooks, steps: int) -> CycleResult:
+    try:
+        return _run_cycle(trainer, store, hooks, steps)
+    finally:
+        # Between cycles the source may change (refresh) and a failed cycle is rolled back: nothing
+        # drawn ahead survives a cycle.
+        trainer.loader.reset()
+
+
+def _run_cycle(trainer: Trainer, store: CheckpointStore | None, hooks: Hooks, steps: int) -> CycleResult:
     settings, state = trainer.settings, trainer.state
     result = CycleResult()
     for _ in range(steps):

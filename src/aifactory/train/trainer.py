@@ -30,6 +30,7 @@ from aifactory.model.llama import Transformer
 from aifactory.settings import Settings
 from aifactory.train.batches import BatchSource
 from aifactory.train.checkpoint import Checkpoint, CheckpointError
+from aifactory.train.loader import BatchLoader
 from aifactory.train.mfu import peak_flops
 from aifactory.train.runtime import Runtime
 from aifactory.train.schedule import Schedule
@@ -135,6 +136,14 @@ class Trainer:
         self.state = TrainState()
         self._val: tuple[str, list[torch.Tensor], list[str]] | None = None
         self.train_model: nn.Module = self.model  # what the training forward runs: maybe DDP, compiled
+        # Draws micro-batches ahead on a thread, in the sampler's order (train/loader.py).
+        self.loader = BatchLoader(
+            source,
+            rank=runtime.rank,
+            world_size=runtime.world_size,
+            pin=runtime.device.type == "cuda",
+            prefetch=settings.train_prefetch_batches,
+        )
         self.writer: CheckpointWriter | None = None  # saves in the background when set (train/writer.py)
         self.saved_at = self.evaluated_at = time.monotonic()  # the clocks of saves and evaluations
         self.saved_step = -1  # the step `latest` was last saved at (by this process)
@@ -193,6 +202,7 @@ class Trainer:
         else:
             self.optimizer.state.clear()
         self.optimizer.zero_grad(set_to_none=True)
+        self.loader.reset()
         sampler = base64.b64decode(checkpoint.meta["sampler_state"])
         self.generator.set_state(torch.frombuffer(bytearray(sampler), dtype=torch.uint8))
         self.state = TrainState.from_dict(checkpoint.meta["state"])
@@ -268,14 +278,14 @@ class Trainer:
             if stop is not None and stop():
                 self.optimizer.zero_grad(set_to_none=True)
                 self.generator.set_state(rewind)
+                self.loader.reset()  # what it drew ahead follows the rewound state no longer
                 return None
-            rows = self.source.train_batch(B * runtime.world_size, T, self.generator)
-            batch = rows[runtime.rank * B : (runtime.rank + 1) * B].to(runtime.device, non_blocking=True)
+            batch = self.loader.next(self.generator, B, T).to(runtime.device)
             last = micro == self.grad_accum - 1
             sync = contextlib.nullcontext() if last or not runtime.distributed else self.train_model.no_sync()
             with sync:
                 with runtime.autocast():
-                    loss = self.train_model(batch[:, :-1], batch[:, 1:])
+                    loss = self.train_model(batch.inputs, batch.targets)
                 scaled = loss / self.grad_accum
                 (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
             loss_sum += loss.detach().float()
