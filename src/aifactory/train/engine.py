@@ -69,7 +69,8 @@ def status_line(trainer: Trainer, stats: StepStats | None = None) -> str:
     if stats is not None:
         parts.append(f"{stats.tokens_per_sec:,.0f} tok/s, MFU {stats.mfu:.1%}")
     if trainer.sharing.describe():
-        parts.append(trainer.sharing.describe())  # e.g. "yielding to 2 chat requests: 1 thread, nice 10"
+        # e.g. "2 CPU threads (auto, 2 cores)" or "yielding to 2 chat requests: 1 thread, nice 10"
+        parts.append(trainer.sharing.describe())
     return ", ".join(parts)
 
 

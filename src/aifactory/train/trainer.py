@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from aifactory import __version__
-from aifactory.autotune import resolve_profile
+from aifactory.autotune import cpu_cores, resolve_profile
 from aifactory.model import config as model_config
 from aifactory.model.config import ModelConfig
 from aifactory.model.llama import Transformer
@@ -148,7 +148,13 @@ class Trainer:
         self.saved_at = self.evaluated_at = time.monotonic()  # the clocks of saves and evaluations
         self.saved_step = -1  # the step `latest` was last saved at (by this process)
         # Yields threads and priority while chat requests are served on this machine (train/sharing.py).
-        self.sharing = LoadController(settings, runtime.threads if runtime.device.type == "cpu" else 1)
+        # With PYTORCH_CPU_THREADS on auto, its threads follow the cores the machine has free.
+        auto = cpu_cores() // runtime.world_size if runtime.device.type == "cpu" else 0
+        auto = auto if settings.pytorch_cpu_threads is None else 0
+        self.sharing = LoadController(settings, runtime.threads if runtime.device.type == "cpu" else 1, auto)
+        if auto:
+            torch.set_num_threads(auto)  # all cores until others are seen working
+            runtime.threads = auto
         if runtime.distributed:
             device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
             self.train_model = DistributedDataParallel(self.model, device_ids=device_ids)
