@@ -586,7 +586,10 @@ class Settings(BaseSettings):
         2, "Micro-batches the loader draws ahead on a thread; 0 = on the training thread.", TRAIN, ge=0, le=64
     )
     train_tokens_per_step: int = setting(
-        0, "Tokens per optimizer step; accumulation is chosen to reach it (0 = one micro-batch).", TRAIN, ge=0
+        0,
+        "Tokens per optimizer step, reached by accumulation (0 = auto: 262,144 on CUDA, else 1 batch).",
+        TRAIN,
+        ge=0,
     )
 
     # --- inference -------------------------------------------------------------------------------

@@ -99,10 +99,14 @@ def build_optimizer(model: nn.Module, settings: Settings) -> torch.optim.AdamW:
         return torch.optim.AdamW(groups, lr=settings.train_lr, betas=BETAS, eps=1e-8, foreach=True)
 
 
-def accumulation_steps(settings: Settings, tokens_per_micro_step: int) -> int:
+CUDA_TOKENS_PER_STEP = 262_144  # TRAIN_TOKENS_PER_STEP auto on a GPU: a GPT-style quarter-million
+
+
+def accumulation_steps(settings: Settings, tokens_per_micro_step: int, device: str = "cpu") -> int:
     """Micro-batches per optimizer step: TRAIN_GRAD_ACCUM_STEPS, or as many as TRAIN_TOKENS_PER_STEP
-    needs (a GPU with a small micro-batch still takes steps of the size the learning rate is tuned for)."""
-    target = settings.train_tokens_per_step
+    needs (a GPU with a small micro-batch still takes steps of the size the learning rate is tuned for;
+    0 = auto: CUDA_TOKENS_PER_STEP on CUDA, one micro-batch elsewhere)."""
+    target = settings.train_tokens_per_step or (CUDA_TOKENS_PER_STEP if device == "cuda" else 0)
     wanted = math.ceil(target / tokens_per_micro_step) if target else 1
     return max(settings.train_grad_accum_steps, wanted)
 
@@ -123,7 +127,9 @@ class Trainer:
         self.settings, self.source, self.runtime, self.config = settings, source, runtime, config
         self.batch_size = profile.train_batch_size  # sequences per micro-batch on each rank
         self.seq_len = profile.train_seq_len
-        self.grad_accum = accumulation_steps(settings, self.batch_size * self.seq_len * runtime.world_size)
+        self.grad_accum = accumulation_steps(
+            settings, self.batch_size * self.seq_len * runtime.world_size, runtime.device.type
+        )
         # The validation windows depend on the token budget and the sequence length only, never on the
         # batch size (which auto-tune and out-of-memory retries change): best_val_loss stays comparable.
         self.val_windows = validation_windows(settings, self.seq_len, runtime.world_size)
