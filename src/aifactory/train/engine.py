@@ -148,9 +148,11 @@ def run_trainer(ctx: EngineContext, open_source: SourceFactory, poll_sec: float 
         hooks = Hooks(stop=ctx.stopping, wait=ctx.wait, report=ctx.log, on_step=on_step)
         try:
             train_until_stopped(ctx, trainer, store, source, hooks, poll_sec)
-        finally:
-            finish(trainer, store, hooks)  # `latest` at Stop, and every save on disk before the lock goes
-            trainer.writer.close()
+        except BaseException:
+            trainer.writer.close()  # what was submitted gets written; nothing new from a failed state
+            raise
+        finish(trainer, store, hooks)  # `latest` at Stop, and every save on disk before the lock goes
+        trainer.writer.close()
         ctx.set_phase("stopping", f"saved at step {trainer.state.step:,}")
 
 
