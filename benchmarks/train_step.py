@@ -168,9 +168,9 @@ def continuous_vs_bare(scratch: Path, steps: int) -> float:
     )
     amortised = continuous_seconds * (1 + per_second)
     print(
-        f"continuous: {steps} steps in {continuous_seconds:.1f}s (cycles, background writer, loader, 2 saves "
-        f"at the end of a run), bare {bare_seconds:.1f}s; one evaluation of {trainer.val_windows} x {SEQ} "
-        f"tokens {evaluation:.2f}s, a save's snapshot {snapshot:.2f}s: at the default cadence "
+        f"continuous: {steps} steps in {continuous_seconds:.1f}s (cycles, background writer, loader, a "
+        f"save at the end of each half), bare {bare_seconds:.1f}s; one evaluation of {trainer.val_windows} "
+        f"x {SEQ} tokens {evaluation:.2f}s, a save's snapshot {snapshot:.2f}s: at the default cadence "
         f"({settings.val_eval_every_min:g} and {settings.train_checkpoint_every_min:g} min) "
         f"+{per_second:.1%} of the time"
     )
