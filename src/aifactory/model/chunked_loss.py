@@ -29,9 +29,10 @@ class LinearCrossEntropy(torch.autograd.Function):
         work = torch.promote_types(dtype, torch.float32)
         valid = targets != -1
         count = valid.sum().clamp(min=1)  # mean over real targets, as F.cross_entropy(ignore_index=-1)
-        # Masking ignored rows costs a pass per chunk, so eager mode skips it when there are none;
-        # a compiled graph cannot branch on data, so it always masks.
-        any_ignored = torch.compiler.is_compiling() or bool((~valid).any())
+        # Masking ignored rows costs a pass per chunk, so eager mode on a CPU skips it when there are
+        # none; a compiled graph cannot branch on data, and on a GPU asking would be a host sync per
+        # micro-batch (the pass is cheap there): both always mask.
+        any_ignored = torch.compiler.is_compiling() or x.is_cuda or bool((~valid).any())
         safe_targets = targets.clamp(min=0)[:, None]
         with torch.autocast(device, enabled=False):
             xc, wc = x.to(dtype), weight.to(dtype)

@@ -287,7 +287,9 @@ class Trainer:
         self.model.train()
         for micro in range(self.grad_accum):
             self.sharing.poll()
-            if stop is not None and stop():
+            # Under DDP a stop check is a collective (all ranks must stop alike): once per step, not
+            # a host sync per micro-batch.
+            if stop is not None and (micro == 0 or not runtime.distributed) and stop():
                 self.optimizer.zero_grad(set_to_none=True)
                 self.generator.set_state(rewind)
                 self.loader.reset()  # what it drew ahead follows the rewound state no longer
