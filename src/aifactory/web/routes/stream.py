@@ -30,7 +30,6 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from aifactory.db import counters
 from aifactory.db.schema import training_metrics, validation_metrics
 from aifactory.web.context import AppContext, Ctx
 from aifactory.web.routes.status import get_status
@@ -61,9 +60,15 @@ def history_of(request: Request) -> LoadHistory:
     return app.state.load_history
 
 
-def load_point(ctx: AppContext, totals: dict[str, int]) -> dict[str, float]:
-    memory = psutil.virtual_memory()
-    point = {"ts": time.time(), "cpu": psutil.cpu_percent(interval=None), "ram": memory.percent}
+def load_point(totals: dict[str, int], system: dict[str, Any] | None = None) -> dict[str, float]:
+    """CPU, RAM and the corpus counters now. CPU is the status's own reading when there is one: a
+    second psutil.cpu_percent right after the first measures a few microseconds (0 or 100)."""
+    if system is None:
+        system = {
+            "cpu_percent": psutil.cpu_percent(interval=None),
+            "ram_percent": psutil.virtual_memory().percent,
+        }
+    point = {"ts": time.time(), "cpu": float(system["cpu_percent"]), "ram": float(system["ram_percent"])}
     point.update({name: float(totals.get(name, 0)) for name in CORPUS_COUNTERS})
     return point
 
@@ -101,7 +106,7 @@ def tick(ctx: AppContext, cursor: Cursor) -> tuple[list[tuple[str, Any]], dict[s
     if fingerprint != cursor.state:
         cursor.state = fingerprint
         out.append(("state", {**status, "system": load}))
-    point = load_point(ctx, status["counters"])
+    point = load_point(status["counters"], load)
     out.append(("load", point))
     if cursor.metric_id < 0:  # the page reads the history from /api/metrics/training; only new rows here
         cursor.metric_id = last_id(ctx, training_metrics)
@@ -127,7 +132,7 @@ def sse(kind: str, data: Any) -> str:
 
 def snapshot(ctx: AppContext) -> dict[str, Any]:
     status = get_status(ctx).model_dump()
-    return {"state": status, "load": load_point(ctx, counters.get_all(ctx.db))}
+    return {"state": status, "load": load_point(status["counters"], status["system"])}
 
 
 @router.get(

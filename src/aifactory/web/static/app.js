@@ -24,6 +24,7 @@ export function notify(message, ok = false) {
   box.className = ok ? "ok" : "";
   box.hidden = !message;
   box.dataset.kind = ok ? "ok" : "error";
+  box.dataset.read = "0";
   clearTimeout(notify.timer);
   if (ok) notify.timer = setTimeout(() => { box.hidden = true; }, 4000);
 }
@@ -73,9 +74,10 @@ async function loadConfig() {
   try {
     store.config = await api("/api/runtime-config");
     store.state = await api("/api/status");
-    notify("");
+    if ($("notice").dataset.read === "1") notify(""); // a read failure shown before is over
   } catch (err) {
     notify(`${t("read_failed")} — ${err.message}`);
+    $("notice").dataset.read = "1";
   }
   renderHeader();
   store.emit("config");

@@ -85,9 +85,13 @@ function growthPerHour() {
   return hours > 0 ? (last["docs.stored"] - first["docs.stored"]) / hours : null;
 }
 
+function rate(value) {
+  return value === null ? "—" : compact(Math.round(value));
+}
+
 function renderCorpusGrowth() {
   const node = section && section.querySelector("[data-testid=growth]");
-  if (node) node.textContent = compact(growthPerHour());
+  if (node) node.textContent = rate(growthPerHour());
 }
 
 function corpusCard(state) {
@@ -99,7 +103,7 @@ function corpusCard(state) {
     kv([
       [t("characters"), compact(counters["docs.chars"] || 0)],
       [t("megabytes"), num((counters["docs.chars"] || 0) / 1e6, 1)],
-      [t("growth_per_hour"), compact(growthPerHour()), { dataset: { testid: "growth" } }],
+      [t("growth_per_hour"), rate(growthPerHour()), { dataset: { testid: "growth" } }],
       [t("train_tokens"), version ? compact(version.train_tokens) : "—"],
       [t("dataset_version"), version ? version.tag : t("none_yet"), { dataset: { testid: "overview-dataset" } }],
     ]),
