@@ -4,7 +4,7 @@ The factory's only seed is a local site (tests/web/factory_site.py) and its mode
 in a few minutes it goes from Ignite to a streamed chat answer while the page is watched: no request
 leaves the factory's origin, the counters rise live, the admin token's absence is shown, crawled HTML
 payloads stay inert text, and the language switch works. A screenshot of each tab is written to
-test-output/screenshots/ (kept by .ci/run in the checkout) and the path is printed.
+test-output/screenshots/<database>/ (kept in the checkout .ci/run tests) and the path is printed.
 """
 
 from __future__ import annotations
@@ -99,8 +99,8 @@ def wait_until(page: Page, condition: Any, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def shoot(page: Page, name: str) -> None:
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+def shoot(page: Page, folder: Path, name: str) -> None:
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
 
 
 def tab(page: Page, name: str) -> None:
@@ -118,8 +118,9 @@ def notice(page: Page) -> str:
 def test_from_ignite_to_a_streamed_chat_answer_in_a_browser(
     browser: Browser, db_url: str, tmp_path: Path
 ) -> None:
-    shutil.rmtree(SHOTS, ignore_errors=True)
-    SHOTS.mkdir(parents=True)
+    shots = SHOTS / ("postgresql" if db_url.startswith("postgresql") else "sqlite")
+    shutil.rmtree(shots, ignore_errors=True)
+    shots.mkdir(parents=True)
     with factory_site() as site:
         port = free_port()
         origin = f"http://127.0.0.1:{port}"
@@ -165,23 +166,23 @@ def test_from_ignite_to_a_streamed_chat_answer_in_a_browser(
             wait_until(
                 page, lambda: int(chart.get_attribute("data-points") or 0) >= 2, 60, "loss chart points"
             )
-            shoot(page, "overview")
+            shoot(page, shots, "overview")
 
             tab(page, "data")
             page.get_by_test_id("datasets-table").wait_for(timeout=10_000)
             assert page.get_by_test_id("datasets-table").locator("tbody tr").count() >= 1
-            shoot(page, "data")
+            shoot(page, shots, "data")
 
             tab(page, "nodes")
             assert page.get_by_test_id("nodes-table").locator("tbody tr").count() == 1
-            shoot(page, "nodes")
+            shoot(page, shots, "nodes")
 
             tab(page, "models")  # the evaluation back end (issue #12) is not part of this build yet
             page.get_by_test_id("eval-unavailable").first.wait_for(timeout=10_000)
-            shoot(page, "models")
+            shoot(page, shots, "models")
 
             tab(page, "ops")
-            shoot(page, "ops")
+            shoot(page, shots, "ops")
             tab(page, "logs")
             wait_until(
                 page,
@@ -189,9 +190,9 @@ def test_from_ignite_to_a_streamed_chat_answer_in_a_browser(
                 10,
                 "log lines",
             )
-            shoot(page, "logs")
+            shoot(page, shots, "logs")
             tab(page, "profile")
-            shoot(page, "profile")
+            shoot(page, shots, "profile")
 
             # Chat: wait for the served model (its first checkpoint), then ask about the hostile page.
             wait_for_model(origin)
@@ -211,7 +212,7 @@ def test_from_ignite_to_a_streamed_chat_answer_in_a_browser(
             assert SCRIPT in cited and IMG in cited, cited
             assert page.evaluate("window.__xss === undefined")
             assert page.locator("#chat-log img, #chat-log script").count() == 0
-            shoot(page, "chat")
+            shoot(page, shots, "chat")
 
             # The language switch: the UI turns Japanese, and stays so after a reload.
             page.get_by_test_id("lang").select_option("ja")
@@ -220,12 +221,12 @@ def test_from_ignite_to_a_streamed_chat_answer_in_a_browser(
             page.get_by_test_id("live").wait_for(timeout=20_000)
             assert page.locator("#tabs button[data-tab=overview]").text_content() == "概要"
             tab(page, "overview")
-            shoot(page, "overview-ja")
+            shoot(page, shots, "overview-ja")
 
             assert not errors, errors
             outside = [url for url in requests if not url.startswith(origin + "/")]
             assert requests and not outside, outside
-            print(f"\nscreenshots: {SHOTS}")
+            print(f"\nscreenshots of every tab: {shots}")
         finally:
             stop(factory, timeout=30)
 
