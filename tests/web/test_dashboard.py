@@ -147,3 +147,19 @@ def test_explain_judges_what_is_stored_and_never_reads_a_local_file(db: Database
         assert reply.status_code == 422, target
     with db.read() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(documents)).scalar() == 1
+
+
+def test_every_text_of_the_page_exists_in_english_and_japanese() -> None:
+    strings = (STATIC / "strings.js").read_text()
+    english, japanese = strings.split("\n  ja: {")
+    keys = {
+        language: set(re.findall(r"(\w+): \"", text))
+        for language, text in (("en", english), ("ja", japanese))
+    }
+    assert keys["en"] == keys["ja"], keys["en"] ^ keys["ja"]
+    used = set()
+    for path in STATIC.rglob("*"):
+        if path.suffix in (".js", ".html"):
+            used |= set(re.findall(r"""\bt\("(\w+)"|data-i18n(?:-placeholder)?="(\w+)\"""", path.read_text()))
+    missing = {key for pair in used for key in pair if key} - keys["en"]
+    assert not missing, missing

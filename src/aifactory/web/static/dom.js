@@ -49,7 +49,9 @@ export function kv(pairs) {
 // columns: [[header, row => value, "num"?], ...]; value may be a Node.
 export function table(columns, rows, attrs = {}) {
   const head = el("tr", {}, columns.map(([name, , kind]) => el("th", { class: kind || null, text: name })));
-  const body = rows.map((row) =>
+  if (!rows.length) rows = null;
+  const empty = el("tr", {}, el("td", { class: "muted", colspan: columns.length, text: "—" }));
+  const body = rows === null ? [empty] : rows.map((row) =>
     el("tr", {}, columns.map(([, get, kind]) => {
       const value = get(row);
       return value instanceof Node ? el("td", { class: kind || null }, value) : el("td", { class: kind || null, text: value ?? "" });

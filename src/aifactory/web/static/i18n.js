@@ -17,7 +17,7 @@ export function lang() {
   return current;
 }
 
-// t("key", {n: 3}) -> the text in the current language, {name} placeholders filled in.
+// t("rejections_total", {n: 3}) -> the text in the current language, {name} placeholders filled in.
 export function t(key, values = {}) {
   const text = STRINGS[current][key] ?? STRINGS.en[key] ?? key;
   return text.replace(/\{(\w+)\}/g, (_, name) => (values[name] ?? `{${name}}`));

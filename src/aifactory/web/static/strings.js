@@ -42,6 +42,8 @@ export const STRINGS = {
     clear_chat: "Clear chat", sources: "Sources:", thinking: "generating…", stopped: "stopped",
     answered_by: "{model}: {tokens} tokens, {speed} tokens/s, first token after {ttft} s",
     profile_detected: "Detected hardware profile", profile_settings: "Effective settings",
+    range: "range", range_auto: "whole history", range_10s: "last 10 minutes", range_hour: "last hour", range_day: "last day",
+    range_week: "last week", range_month: "last month", range_year: "last year", range_all: "all (by day)",
   },
   ja: {
     title: "AI Factory Engine", ignite: "起動 (Ignite)", stop: "停止", token_placeholder: "管理トークン", token_save: "トークンを保存",
@@ -85,5 +87,7 @@ export const STRINGS = {
     clear_chat: "チャットを消去", sources: "出典:", thinking: "生成中…", stopped: "停止しました",
     answered_by: "{model}: {tokens} トークン、{speed} トークン/秒、最初のトークンまで {ttft} 秒",
     profile_detected: "検出されたハードウェアプロファイル", profile_settings: "有効な設定",
+    range: "期間", range_auto: "全期間", range_10s: "直近10分", range_hour: "直近1時間", range_day: "直近1日",
+    range_week: "直近1週間", range_month: "直近1か月", range_year: "直近1年", range_all: "すべて (日単位)",
   },
 };

@@ -22,7 +22,8 @@ function message(turn) {
   const node = el("div", { class: `msg ${turn.role}`, dataset: { testid: `msg-${turn.role}` } });
   node.append(el("span", { class: "content", text: turn.content }));
   if (turn.sources && turn.sources.length) {
-    node.append(el("div", { class: "sources" }, el("span", { class: "muted", text: t("sources") }), ...turn.sources.map((s) => safeLink(s.url, s.title || s.url))));
+    const cited = turn.sources.map((s) => el("div", {}, safeLink(s.url, s.title || s.url), s.passage ? el("div", { class: "muted", text: s.passage }) : null));
+    node.append(el("details", { class: "sources", open: true }, el("summary", { class: "muted", text: `${t("sources")} ${turn.sources.length}` }), ...cited));
   }
   if (turn.meta) node.append(el("div", { class: "meta", dataset: { testid: "chat-meta" }, text: turn.meta }));
   return node;

@@ -30,9 +30,22 @@ export function update(kind) {
   else if (kind === "metrics") { drawTraining(); renderTraining(); if (Date.now() - lastRead > 10000) readSlow(); }
 }
 
+// Chart ranges (GET /api/metrics/training), finest first, with the span each covers.
+const RANGES = [["10s", 600], ["hour", 3600], ["day", 86400], ["week", 604800], ["month", 2592000], ["year", 31536000], ["all", Infinity]];
+let range = "auto";
+
+// The finest range that still covers the whole history, so a young factory's chart is not one point.
+async function autoRange() {
+  const all = await api("/api/metrics/training?range=all");
+  if (!all.series.length) return [all, "all"];
+  const age = Date.now() / 1000 - all.series[0].ts;
+  const [name] = RANGES.find(([, span]) => span >= age);
+  return name === "all" ? [all, name] : [await api(`/api/metrics/training?range=${name}`), name];
+}
+
 async function loadTraining() {
   try {
-    const body = await api("/api/metrics/training?range=all");
+    const [body] = range === "auto" ? await autoRange() : [await api(`/api/metrics/training?range=${range}`)];
     store.setTraining(body.series, body.validation_by_language);
     drawTraining();
     renderTraining();
@@ -190,6 +203,12 @@ function drawLoad() {
   ]);
 }
 
+function rangeSelect() {
+  const choices = [["auto", t("range_auto")], ...RANGES.map(([name]) => [name, t(`range_${name}`)])];
+  return el("select", { "aria-label": t("range"), onchange: (e) => { range = e.target.value; loadTraining(); } },
+    ...choices.map(([value, text]) => el("option", { value, text, selected: value === range })));
+}
+
 function render() {
   if (!section) return;
   const state = store.state;
@@ -209,7 +228,7 @@ function render() {
     trainingCard(),
     productionCard(),
     card(t("alerts"), ...(alertList.length ? alertList.map(([kind, text]) => el("div", { class: `alert ${kind}`, text })) : [el("div", { class: "muted good", text: t("no_alerts") })])),
-    card(t("chart_loss"), ...charts.loss.nodes()),
+    card(t("chart_loss"), rangeSelect(), ...charts.loss.nodes()),
     card(t("chart_bpb"), ...charts.bpb.nodes()),
     card(t("chart_corpus"), ...charts.corpus.nodes()),
     card(t("chart_load"), ...charts.load.nodes()),
