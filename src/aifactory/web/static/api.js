@@ -14,9 +14,10 @@ export function setToken(value) {
 }
 
 export class ApiError extends Error {
-  constructor(status, message) {
+  constructor(status, message, body = null) {
     super(message);
     this.status = status;
+    this.body = body; // the parsed answer (a refused promotion's 409 carries the gate's scores and rule)
   }
 }
 
@@ -32,7 +33,7 @@ function detailOf(body, fallback) {
   const detail = body.detail ?? body.error ?? body.message;
   if (typeof detail === "string") return detail;
   if (Array.isArray(detail)) return detail.map((d) => `${(d.loc || []).slice(1).join(".")}: ${d.msg}`).join("; ");
-  if (detail && typeof detail === "object") return detail.message || JSON.stringify(detail);
+  if (detail && typeof detail === "object") return detail.message || detail.rule || JSON.stringify(detail);
   return fallback;
 }
 
@@ -49,7 +50,7 @@ export async function api(path, { method = "GET", body, signal } = {}) {
   const text = await reply.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch { data = null; }
-  if (!reply.ok) throw new ApiError(reply.status, `${reply.status}: ${detailOf(data, text.slice(0, 300) || reply.statusText)}`);
+  if (!reply.ok) throw new ApiError(reply.status, `${reply.status}: ${detailOf(data, text.slice(0, 300) || reply.statusText)}`, data);
   return data;
 }
 

@@ -1,8 +1,9 @@
-// Evaluation and models: history with parts and per-prompt details, growth samples side by side, Run Eval
-// with live progress, and the registry with Promote Best -> Production, Force (confirmed) and Rollback.
-// The back end is the evaluation/registry issue's; until it is installed its 404 reads "not available".
+// Evaluation and models (docs/evaluation.md): the evaluation history with its parts and per-prompt
+// results, growth samples side by side across checkpoints, Run Eval with live progress, and the model
+// registry with Promote Best -> Production (the gate's decision and scores), Force (confirmed), Rollback.
+// On a factory without the evaluation back end, its 404 reads "not available".
 import { api } from "../api.js";
-import { clear, el, table } from "../dom.js";
+import { clear, el, kv, num, table, when } from "../dom.js";
 import { t } from "../i18n.js";
 import { store } from "../store.js";
 
@@ -10,6 +11,7 @@ let section = null;
 let views = {};
 let decision = null;
 let polling = null;
+let chosenRun = null;
 
 export function show(node) {
   section = node;
@@ -23,85 +25,110 @@ async function read(path) {
 }
 
 async function refresh() {
-  const [evals, status, growth, registry] = await Promise.all([read("/api/evals"), read("/api/evals/status"), read("/api/evals/growth"), read("/api/models")]);
+  const [evals, status, growth, registry] = await Promise.all([read("/api/evals?limit=50"), read("/api/evals/status"), read("/api/evals/growth"), read("/api/models")]);
   views = { evals, status, growth, registry };
   render();
-  const running = status && (status.running || status.state === "running" || status.status === "running");
+  const job = status && status.job;
   clearTimeout(polling);
-  if (running && section && !section.hidden) polling = setTimeout(refresh, 2000); // live progress of a run
-}
-
-// The first list in an answer ({evals: [...]}, {models: [...]} or a bare list).
-function listOf(body) {
-  if (Array.isArray(body)) return body;
-  for (const value of Object.values(body || {})) if (Array.isArray(value)) return value;
-  return [];
-}
-
-function scalarColumns(rows, limit = 8) {
-  const keys = [];
-  for (const row of rows.slice(0, 5)) for (const [k, v] of Object.entries(row)) if ((v === null || typeof v !== "object") && !keys.includes(k)) keys.push(k);
-  return keys.slice(0, limit).map((k) => [k, (r) => (r[k] === null || r[k] === undefined ? "" : typeof r[k] === "number" ? String(Math.round(r[k] * 1000) / 1000) : String(r[k]))]);
-}
-
-function pretty(value) {
-  return el("pre", { class: "block", text: JSON.stringify(value, null, 2) });
+  if (job && job.status === "running" && section && !section.hidden) polling = setTimeout(refresh, 1500); // live progress
 }
 
 function unavailable(body) {
   if (!body || !body.error) return null;
-  return el("div", { class: body.status === 404 ? "muted" : "bad", dataset: { testid: "eval-unavailable" }, text: body.status === 404 ? t("evaluation_not_available") : body.error });
+  const missing = body.status === 404;
+  return el("div", { class: missing ? "muted" : "bad", dataset: { testid: "eval-unavailable" }, text: missing ? t("evaluation_not_available") : body.error });
+}
+
+function score(value) {
+  return value === null || value === undefined ? "—" : num(value, 3);
+}
+
+function runDetail(run) {
+  return el("div", { dataset: { testid: "eval-detail" } },
+    el("h2", { text: `${t("evaluation")} #${run.id}: ${run.model} (${t("step")} ${num(run.step)})` }),
+    table([[t("part"), (p) => p.part], [t("language"), (p) => p.language || t("overall")], [t("value"), (p) => score(p.value), "num"], [t("chance"), (p) => score(p.chance), "num"], [t("items"), (p) => num(p.items), "num"]], run.parts),
+    table([[t("prompt"), (p) => p.prompt], [t("output"), (p) => p.output], [t("score"), (p) => score(p.score), "num"], [t("matched"), (p) => p.matched.join(", ")]], run.prompts));
+}
+
+function jobLine(job) {
+  if (!job) return el("span", { class: "muted", text: t("no_eval_running") });
+  const bar = el("div");
+  bar.style.width = `${Math.round((job.progress || 0) * 100)}%`;
+  return el("div", { dataset: { testid: "eval-job" } },
+    el("div", { text: `#${job.id} ${job.model}: ${job.status} — ${job.message || ""} ${job.error || ""}` }),
+    el("div", { class: "progress" }, bar));
 }
 
 function evalsCard() {
   const body = views.evals;
-  const detail = el("div");
-  const rows = body && !body.error ? listOf(body) : [];
-  const columns = [...scalarColumns(rows), ["", (r) => el("button", { text: t("details"), onclick: () => clear(detail, pretty(r)) })]];
-  const status = views.status && !views.status.error ? views.status : null;
-  const progress = status && typeof status.progress === "number" ? status.progress : null;
+  const runs = body && body.runs ? body.runs : [];
+  const job = views.status && !views.status.error ? views.status.job : null;
+  const running = job && job.status === "running";
   return el("div", { class: "card wide" }, el("h2", { text: t("evaluations") }), unavailable(body),
     el("div", { class: "row" },
-      el("button", { class: "primary", text: t("run_eval"), onclick: () => store.act(t("run_eval"), () => api("/api/evals/run", { method: "POST", body: {} })).then(refresh) }),
-      status ? el("span", { text: `${status.state || status.status || (status.running ? "running" : "idle")} ${status.message || ""}` }) : null),
-    progress !== null ? (() => { const bar = el("div"); bar.style.width = `${Math.round(progress * 100)}%`; return el("div", { class: "progress" }, bar); })() : null,
-    rows.length ? table(columns, rows) : body && !body.error ? el("div", { class: "muted", text: t("none_yet") }) : null,
-    detail);
+      el("button", { class: "primary", disabled: running, text: t("run_eval"), onclick: () => store.act(t("run_eval"), () => api("/api/evals/run", { method: "POST", body: {} })).then(refresh) }),
+      views.status && !views.status.error ? jobLine(job) : null),
+    body && !body.error ? table([
+      ["#", (r) => r.id, "num"], [t("model"), (r) => r.model], [t("step"), (r) => num(r.step), "num"], [t("score"), (r) => score(r.score), "num"],
+      [t("mc_accuracy"), (r) => score(r.mc_accuracy), "num"], ["bpb", (r) => score(r.bpb), "num"], [t("prompt_score"), (r) => score(r.prompt_score), "num"],
+      [t("created"), (r) => when(r.created_at)], ["", (r) => el("button", { text: t("details"), onclick: () => { chosenRun = r.id; render(); } })],
+    ], runs, { "data-testid": "evals-table" }) : null,
+    runs.filter((r) => r.id === chosenRun).map(runDetail));
 }
 
 function growthCard() {
   const body = views.growth;
-  const samples = body && !body.error ? listOf(body) : [];
-  const columns = samples.map((sample) => {
-    const answers = listOf(sample.outputs ? { o: sample.outputs } : sample.samples ? { s: sample.samples } : sample);
-    return el("div", { class: "card" },
-      el("h2", { text: sample.prompt || sample.name || "" }),
-      ...answers.map((a) => el("div", {}, el("div", { class: "muted", text: a.checkpoint || a.model || a.step || "" }), el("div", { class: "msg assistant", text: a.text ?? a.output ?? a.completion ?? JSON.stringify(a) }))));
-  });
+  const prompts = body && body.prompts ? body.prompts : [];
   return el("div", { class: "card wide" }, el("h2", { text: t("growth_samples") }), unavailable(body),
-    columns.length ? el("div", { class: "side-by-side" }, ...columns) : body && !body.error ? el("div", { class: "muted", text: t("none_yet") }) : null);
+    body && !body.error && !prompts.length ? el("div", { class: "muted", text: t("none_yet") }) : null,
+    prompts.map((p) => el("div", {},
+      el("h2", { text: `${p.prompt} (${p.language})` }),
+      el("div", { class: "side-by-side" }, ...p.samples.map((s) => el("div", { class: "card" },
+        el("div", { class: "muted", text: `${t("step")} ${num(s.step)} — ${when(s.created_at)}` }),
+        el("div", { class: "msg assistant", text: s.output })))))));
 }
 
 async function promote(force) {
   if (force && !window.confirm(t("confirm_force"))) return;
-  decision = await store.act(force ? t("force_promote") : t("promote_best"), () => api("/api/models/promote", { method: "POST", body: force ? { force: true } : {} }));
+  const label = force ? t("force_promote") : t("promote_best");
+  try {
+    decision = await api(`/api/models/promote${force ? "?force=true" : ""}`, { method: "POST", body: {} });
+    store.notify(`${label}: ${decision.promoted ? t("promoted", { v: decision.version }) : decision.rule}`, true);
+  } catch (err) {
+    decision = err.body && err.body.detail && typeof err.body.detail === "object" ? err.body.detail : null;
+    store.notify(`${label}: ${t("failed")} — ${err.message}`);
+  }
   refresh();
+}
+
+function decisionCard() {
+  if (!decision) return null;
+  const pairs = [
+    [t("promoted_q"), decision.promoted ? "✓" : "✗", { dataset: { testid: "gate-promoted" } }],
+    [t("rule"), decision.rule], [t("version"), decision.version ?? "—"], [t("forced"), decision.forced ? "✓" : ""],
+    [t("candidate_score"), score(decision.candidate_score)], [t("production_score"), score(decision.production_score)],
+    [t("min_score"), score(decision.min_score)], [t("tolerance"), score(decision.tolerance)],
+  ];
+  return el("div", { dataset: { testid: "gate-decision" } }, el("h2", { text: t("gate_decision") }), kv(pairs));
 }
 
 function registryCard() {
   const body = views.registry;
-  const rows = body && !body.error ? listOf(body) : [];
+  const versions = body && body.versions ? body.versions : [];
   return el("div", { class: "card wide" }, el("h2", { text: t("registry") }), unavailable(body),
     el("div", { class: "row" },
       el("button", { class: "primary", dataset: { testid: "promote" }, text: t("promote_best"), onclick: () => promote(false) }),
       el("button", { class: "danger", dataset: { testid: "force-promote" }, text: t("force_promote"), onclick: () => promote(true) }),
       el("button", { text: t("rollback"), onclick: () => store.act(t("rollback"), () => api("/api/models/rollback", { method: "POST", body: {} })).then(refresh) })),
-    decision ? el("div", { dataset: { testid: "gate-decision" } }, el("h2", { text: t("gate_decision") }), pretty(decision)) : null,
-    rows.length ? table(scalarColumns(rows, 10), rows, { "data-testid": "models-table" }) : body && !body.error ? el("div", { class: "muted", text: t("none_yet") }) : null);
+    decisionCard(),
+    body && !body.error ? table([
+      [t("version"), (v) => v.name], [t("production"), (v) => (v.production ? "★" : v.version === body.previous ? t("rollback_target") : "")],
+      [t("step"), (v) => num(v.step), "num"], [t("score"), (v) => score(v.score), "num"], [t("parameters"), (v) => num(v.parameters), "num"],
+      [t("origin"), (v) => v.origin], [t("created"), (v) => when(v.created_at)], [t("checkpoint"), (v) => v.checkpoint + (v.deleted ? ` (${t("deleted")})` : "")],
+    ], versions, { "data-testid": "models-table" }) : null);
 }
 
 function render() {
   if (!section) return;
   clear(section, el("div", { class: "grid" }, evalsCard(), growthCard(), registryCard()));
 }
-

@@ -70,8 +70,7 @@ async function readSlow() {
   try { datasets = await api("/api/datasets?limit=1"); } catch { datasets = null; }
   try {
     const body = await api("/api/models");
-    production = (body.models || []).find((m) => m.production || m.status === "production" || m.stage === "production") || body.production || null;
-    if (production === null) production = { none: true };
+    production = (body.versions || []).find((v) => v.production) || { none: true };
   } catch (err) {
     production = err.status === 404 ? null : { error: err.message };
   }
@@ -179,7 +178,13 @@ function productionCard() {
   else if (production === null) body = el("div", { class: "muted", text: t("evaluation_not_available") });
   else if (production.error) body = el("div", { class: "bad", text: production.error });
   else if (production.none) body = el("div", { class: "muted", text: t("no_production_model") });
-  else body = kv(Object.entries(production).filter(([, v]) => typeof v !== "object").map(([k, v]) => [k, String(v)]));
+  else body = kv([
+    [t("version"), production.name, { dataset: { testid: "production-version" } }],
+    [t("score"), production.score === null ? "—" : num(production.score, 3)],
+    [t("step"), num(production.step)],
+    [t("parameters"), compact(production.parameters)],
+    [t("checkpoint"), production.checkpoint],
+  ]);
   return card(t("production_model"), body);
 }
 
