@@ -56,10 +56,13 @@ function renderHeader() {
   const state = store.state;
   const config = store.config;
   $("role").textContent = config ? t("role_is", { role: t(`role_${config.system_role}`) }) : "…";
-  const running = state && state.is_running;
-  $("state").textContent = state ? (running ? t("state_running") : t("state_stopped")) : "…";
-  $("state").className = `pill ${state ? (running ? "good" : "warn") : ""}`;
-  $("state").dataset.running = running ? "1" : "0";
+  // Overall state: how many engines are asked to run (the inference engine always is), and any error.
+  const engines = state ? state.engines : [];
+  const running = engines.filter((e) => e.desired === "running").length;
+  const failing = engines.some((e) => e.last_error);
+  $("state").textContent = state ? t("engines_running", { n: running, m: engines.length }) + (failing ? ` · ${t("phase_error")}` : "") : "…";
+  $("state").className = `pill ${state ? (failing ? "bad" : running > 1 ? "good" : "warn") : ""}`;
+  $("state").dataset.running = String(running);
   $("live").textContent = store.live ? t("live_on") : t("live_off");
   $("live").className = `pill ${store.live ? "good" : "bad"}`;
   $("live").title = store.liveError || "";
