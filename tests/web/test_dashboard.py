@@ -122,6 +122,12 @@ def test_the_frontier_lists_queued_hosts_and_the_next_urls(
     assert frontier_db.state_counts(db) == {"queued": 3}
 
 
+def test_storage_says_how_big_the_database_is(serve: Any) -> None:
+    client, _ = serve()
+    size = client.get("/api/storage").json()["database_bytes"]
+    assert isinstance(size, int) and size > 10_000  # a migrated factory database is never smaller
+
+
 def test_explain_judges_what_is_stored_and_never_reads_a_local_file(db: Database, serve: Any) -> None:
     client, _ = serve()
     text = "The harbour council met on Tuesday to discuss the new ferry timetable for the island. " * 6

@@ -1,4 +1,4 @@
-"""The crawl frontier for the dashboard: hosts with work queued and the next URLs due.
+"""The crawl frontier for the dashboard (hosts with work queued, the next URLs due) and the storage used.
 
 Both reads are bounded: hosts are few next to URLs, and the queued URLs come from an index walk on
 (state, next_fetch_at), so the panel costs the same with a thousand URLs or a hundred million.
@@ -64,3 +64,25 @@ def get_frontier(
     return FrontierResponse(
         hosts=[FrontierHost(**row) for row in host_rows], queued=[QueuedUrl(**row) for row in url_rows]
     )
+
+
+class StorageResponse(BaseModel):
+    database_bytes: int | None = Field(
+        description="Size of the factory's database (SQLite file and its WAL, or the PostgreSQL database)."
+    )
+
+
+@router.get("/api/storage", response_model=StorageResponse)
+def get_storage(ctx: Ctx) -> StorageResponse:
+    """How much disk the corpus and everything else in the database take (a file stat or one catalog
+    call: the same cost at any size)."""
+    db = ctx.db
+    if db.backend == "postgresql":
+        with db.read() as conn:
+            size = conn.execute(sa.text("SELECT pg_database_size(current_database())")).scalar()
+        return StorageResponse(database_bytes=int(size or 0))
+    path = db.sqlite_path
+    if path is None:  # an in-memory database
+        return StorageResponse(database_bytes=None)
+    files = [path, path.with_name(path.name + "-wal")]
+    return StorageResponse(database_bytes=sum(f.stat().st_size for f in files if f.exists()))

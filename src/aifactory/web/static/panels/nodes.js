@@ -26,10 +26,11 @@ function post(label, path, body) {
   return store.act(label, () => api(path, { method: "POST", body })).then(refresh);
 }
 
+// The collector's fetch rate over its last crawl cycle (the crawler reports no count of busy fetchers).
 function fetchers(node) {
-  const crawler = node.engines.find((e) => e.name === "crawler");
-  const value = crawler && (crawler.counters.active_fetchers ?? crawler.counters.fetchers ?? crawler.counters.workers);
-  return value === undefined ? "—" : num(value);
+  const collector = node.engines.find((e) => e.name === "collector");
+  const value = collector && collector.counters.pages_per_sec;
+  return value === undefined ? "—" : num(value, 1);
 }
 
 function render() {

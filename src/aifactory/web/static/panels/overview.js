@@ -15,6 +15,7 @@ const charts = {
 let section = null;
 let production = undefined; // undefined: not read yet; null: evaluation not available
 let datasets = null;
+let storage = null;
 let lastRead = 0;
 
 export function show(node) {
@@ -68,6 +69,7 @@ function markReady() {
 async function readSlow() {
   lastRead = Date.now();
   try { datasets = await api("/api/datasets?limit=1"); } catch { datasets = null; }
+  try { storage = await api("/api/storage"); } catch { storage = null; }
   try {
     const body = await api("/api/models");
     production = (body.versions || []).find((v) => v.production) || { none: true };
@@ -126,7 +128,7 @@ function corpusCard(state) {
     el("div", { class: "muted", text: t("documents_stored") }),
     kv([
       [t("characters"), compact(counters["docs.chars"] || 0)],
-      [t("megabytes"), num((counters["docs.chars"] || 0) / 1e6, 1)],
+      [t("megabytes"), storage && storage.database_bytes !== null ? num(storage.database_bytes / 1e6, 1) : "—"],
       [t("growth_per_hour"), rate(growthPerHour()), { dataset: { testid: "growth" } }],
       [t("train_tokens"), version ? compact(version.train_tokens) : "—"],
       [t("dataset_version"), version ? version.tag : t("none_yet"), { dataset: { testid: "overview-dataset" } }],
