@@ -1,5 +1,6 @@
 """The local web site a browser-tested factory crawls: enough English prose for a tokenizer and a tiny
-model, and one page whose title and text carry HTML/script payloads (stored XSS, if rendered as HTML)."""
+model, one page whose title and text carry HTML/script payloads (stored XSS, if rendered as HTML), and
+one the quality rules drop."""
 
 from __future__ import annotations
 
@@ -47,9 +48,12 @@ def factory_site() -> SiteServer:
     links = "".join(f'<p><a href="/article/{n}">Article {n}</a></p>' for n in range(ARTICLES))
     routes: dict[str, Handler] = {
         "/": _page(
-            "Riverton Library", [pages.varied_text(2, seed=1)], links + '<p><a href="/hostile">More</a></p>'
+            "Riverton Library",
+            [pages.varied_text(2, seed=1)],
+            links + '<p><a href="/hostile">More</a> <a href="/spam">Offers</a></p>',
         ),
         "/hostile": _page(html.escape(f"{MARKER} {SCRIPT}{IMG}"), hostile_paragraphs()),
+        "/spam": _page("Cheap watches", pages.SPAM_EN),  # dropped by the quality rules: a rejection
         "/robots.txt": _text("User-agent: *\nAllow: /\n"),
     }
     for n in range(ARTICLES):

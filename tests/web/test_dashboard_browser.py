@@ -171,6 +171,19 @@ def test_from_ignite_to_a_streamed_chat_answer_in_a_browser(
             tab(page, "data")
             page.get_by_test_id("datasets-table").wait_for(timeout=10_000)
             assert page.get_by_test_id("datasets-table").locator("tbody tr").count() >= 1
+            # The dropped page, by domain and reason, and its explanation rule by rule.
+            dropped = page.get_by_test_id("rejections-table")
+            assert "/spam" in (dropped.text_content() or "")
+            dropped.get_by_role("button", name="Explain").first.click()
+            explanation = page.get_by_test_id("explanation")
+            explanation.wait_for(timeout=30_000)
+            wait_until(page, lambda: "dropped" in (explanation.text_content() or ""), 30, "the explanation")
+            form = page.get_by_test_id("policy-form")  # a policy saved from the form (with the token)
+            form.locator("input[name=domain_pattern]").fill("riverton.example")
+            form.get_by_role("button").click()
+            wait_until(
+                page, lambda: "policy for riverton.example saved" in notice(page), 15, "the saved policy"
+            )
             shoot(page, shots, "data")
 
             tab(page, "nodes")

@@ -77,8 +77,10 @@ function explanation(x) {
   const parts = (x.parts || []).map((p) => el("div", {},
     el("div", { class: p.accepted ? "good" : "bad", text: `${p.url}: ${p.accepted ? t("kept") : t("dropped")} ${p.reason || ""} (${p.language}, ${num(p.chars)} ${t("characters")})` }),
     table([[t("rule"), (c) => `${c.rule} ${c.part || ""} ${c.variant || ""}`], [t("value"), (c) => num(c.value, 3), "num"], [t("threshold"), (c) => `${c.bound || ""} ${num(c.threshold, 3)}`, "num"], ["", (c) => (c.passed ? "✓" : "✗")]], p.checks || [])));
+  const recorded = (x.recorded || []).map((r) => el("div", { class: "bad", text: `${when(r.created_at)}: ${t("dropped")} ${r.reason} ${r.detail || ""} (${num(r.value, 3)} / ${num(r.threshold, 3)})` }));
   return el("div", { dataset: { testid: "explanation" } },
     el("h2", { text: `${t("explain")}: ${x.url}` }),
+    ...recorded,
     el("div", { class: "muted", text: [x.source, x.source_note, x.fetch_error, x.extraction_failed].filter(Boolean).join(" — ") || (x.known ? "" : t("unknown_page")) }),
     ...parts);
 }
