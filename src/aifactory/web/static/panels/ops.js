@@ -44,12 +44,15 @@ async function download(job) {
 function progressBar(job) {
   const bar = el("div");
   bar.style.width = `${Math.round((job.progress || 0) * 100)}%`;
-  return el("div", {}, el("div", { class: "progress" }, bar), el("span", { class: "muted", text: `${job.status} ${job.message || ""} ${job.error || ""}` }));
+  const words = [job.status, job.message !== job.status ? job.message : "", job.error].filter(Boolean).join(" — ");
+  return el("div", {}, el("div", { class: "progress" }, bar), el("span", { class: job.error ? "bad" : "muted", text: words }));
 }
+
+let form = null; // made once, so a refresh of the job list keeps what the user typed
 
 function render() {
   if (!section) return;
-  const form = el("form", { class: "row", onsubmit: (e) => { e.preventDefault(); submit(form); } },
+  form ||= el("form", { class: "row", onsubmit: (e) => { e.preventDefault(); submit(form); } },
     el("select", { name: "target" }, ...["hf", "gguf", "ollama", "lmstudio", "lora"].map((v) => el("option", { value: v, text: t(`target_${v}`) }))),
     el("input", { name: "checkpoint", placeholder: t("checkpoint_hint") }),
     el("input", { name: "name", placeholder: t("name_hint") }),
