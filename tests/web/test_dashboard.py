@@ -169,3 +169,8 @@ def test_every_text_of_the_page_exists_in_english_and_japanese() -> None:
             used |= set(re.findall(r"""\bt\("(\w+)"|data-i18n(?:-placeholder)?="(\w+)\"""", path.read_text()))
     missing = {key for pair in used for key in pair if key} - keys["en"]
     assert not missing, missing
+
+
+def test_the_db_console_link_comes_from_db_ui_url(serve: Any) -> None:
+    client, _ = serve(db_ui_url="http://127.0.0.1:8080/")
+    assert client.get("/api/runtime-config").json()["db_ui_url"] == "http://127.0.0.1:8080/"
