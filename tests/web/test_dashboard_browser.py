@@ -234,10 +234,7 @@ def test_from_ignite_to_a_streamed_chat_answer_in_a_browser(
             shoot(page, shots, "ops")
 
             tab(page, "models")
-            if has_registry(origin):
-                promote_with_force(page)
-            else:  # a build without the evaluation back end (issue #12) says so instead of failing
-                page.get_by_test_id("eval-unavailable").first.wait_for(timeout=10_000)
+            promote_with_force(page)
             shoot(page, shots, "models")
 
             # The language switch: the UI turns Japanese, and stays so after a reload.
@@ -255,10 +252,6 @@ def test_from_ignite_to_a_streamed_chat_answer_in_a_browser(
             print(f"\nscreenshots of every tab: {shots}")
         finally:
             stop(factory, timeout=30)
-
-
-def has_registry(origin: str) -> bool:
-    return "/api/models" in httpx.get(f"{origin}/openapi.json", timeout=30).json()["paths"]
 
 
 def stop_training(page: Page) -> None:
