@@ -144,6 +144,19 @@ class Settings(BaseSettings):
         "Host names the API answers to besides localhost, loopback and HOST (*.example.com, or * = any).",
         ADMIN,
     )
+    # --- dashboard (issue #16) ---
+    db_ui_url: str = setting(
+        "",
+        "Address of a database console (e.g. Adminer) linked from the dashboard header; empty = none.",
+        ADMIN,
+    )
+    dashboard_push_sec: float = setting(
+        2.0,
+        "Seconds between the dashboard's live-update checks (one stream per open page).",
+        ADMIN,
+        ge=0.2,
+        le=60,
+    )
     max_request_bytes: int = setting(
         1_048_576,
         "Largest request body accepted (413 beyond), checked before authentication.",
