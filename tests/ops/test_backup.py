@@ -1,0 +1,196 @@
+"""Backup while the factory trains, restore into a new place, and the factory carries on from there."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from aifactory.cluster import engine_state, membership
+from aifactory.cluster.context import EngineContext
+from aifactory.cluster.registry import EngineSpec
+from aifactory.cluster.runner import run_engine
+from aifactory.dataset.builder import build
+from aifactory.dataset.shards import generation_dir, load_manifest
+from aifactory.dataset.source import open_source
+from aifactory.dataset.tokenizer import current
+from aifactory.db import Database, migrate
+from aifactory.db.schema import documents
+from aifactory.ops.backup import BackupError, backup, restore
+from aifactory.settings import Settings
+from aifactory.train.checkpoint import CheckpointStore
+from aifactory.train.engine import checkpoint_dir, run_trainer
+from tests.conftest import wait_for
+from tests.dataset.helpers import SMALL, add_documents, snapshot, trained_tokenizer
+from tests.train.tiny import TINY
+
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+def factory_settings(make_settings: Any, url: str, data_dir: Path) -> Settings:
+    return make_settings(database_url=url, data_dir=data_dir, **{**SMALL, **TINY})
+
+
+def open_db(url: str) -> Database:
+    db = Database(url)
+    migrate.upgrade(db)
+    return db
+
+
+@contextmanager
+def trainer_running(settings: Settings, db: Database) -> Iterator[CheckpointStore]:
+    """The trainer engine in a thread, as a node runs it, until the block ends."""
+    membership.register(
+        db, node_id="n", role="master", hostname=socket.gethostname(), pid=os.getpid(),
+        instance_id="test", version="test", api_url="", alive_window=5,
+    )  # fmt: skip
+    engine_state.ensure(db, "n", ["trainer"])
+    stop = threading.Event()
+    ctx = EngineContext(settings, db, "n", "trainer", stop)
+    spec = EngineSpec("trainer", lambda c: run_trainer(c, open_source, poll_sec=0.05))
+    thread = threading.Thread(target=run_engine, args=(ctx, spec), daemon=True)
+    thread.start()
+    try:
+        yield CheckpointStore(checkpoint_dir(settings))
+    finally:
+        stop.set()
+        thread.join(60)
+
+
+def latest_step(store: CheckpointStore) -> int:
+    found = store.read_meta("latest")
+    return -1 if found is None else int(found[1]["step"])
+
+
+def document_rows(db: Database) -> list[tuple]:
+    with db.read() as conn:
+        query = sa.select(documents.c.id, documents.c.url, documents.c.content_hash).order_by(documents.c.id)
+        return [tuple(row) for row in conn.execute(query)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_backup_taken_while_training_restores_into_a_new_place_that_trains_on(
+    backend: str, new_database: Callable[[str], str], make_settings: Any, tmp_path: Path
+) -> None:
+    source = factory_settings(make_settings, new_database("source"), tmp_path / "source")
+    db = open_db(source.database_url)
+    add_documents(db, range(120))
+    tokenizer = trained_tokenizer(source, db)
+    build(source, db)
+    with trainer_running(source, db) as store:
+        wait_for(lambda: latest_step(store) >= 10, timeout=120, what="a first checkpoint")
+        # More documents and a second build while the trainer goes on writing checkpoints.
+        add_documents(db, range(120, 160))
+        builder = threading.Thread(target=build, args=(source, db))
+        builder.start()
+        manifest = backup(source, tmp_path / "backup")
+        builder.join(120)
+        wait_for(
+            lambda: latest_step(store) > manifest["checkpoints"]["latest"], timeout=120, what="a later save"
+        )
+    documents_then = document_rows(db)
+    db.dispose()
+
+    target = factory_settings(make_settings, new_database("target"), tmp_path / "restored")
+    restore(target, tmp_path / "backup")
+    restored = open_db(target.database_url)
+    try:
+        assert document_rows(restored) == documents_then  # no document was added after the backup
+        assert manifest["database_summary"]["documents"] == len(documents_then)
+        assert current(target.data_dir).hash == tokenizer.hash
+        tag = manifest["datasets"]["g0001"]["tag"]
+        restored_manifest = load_manifest(generation_dir(target.data_dir, 1))
+        assert restored_manifest is not None and restored_manifest.tag == tag
+        # The dataset is the one the manifest committed: every document's tokens readable and intact.
+        tokens = snapshot(target)
+        assert len(tokens) == restored_manifest.documents
+        restored_store = CheckpointStore(checkpoint_dir(target))
+        step = manifest["checkpoints"]["latest"]
+        checkpoint, problem = restored_store.load_for_resume()
+        assert problem == "" and checkpoint is not None and checkpoint.meta["step"] == step
+        assert checkpoint.meta["tokenizer_hash"] == tokenizer.hash
+        # Start: the trainer resumes from the restored checkpoint on the restored dataset and goes on.
+        with trainer_running(target, restored) as store:
+            wait_for(lambda: latest_step(store) > step, timeout=120, what="training after the restore")
+        with restored.read() as conn:
+            assert conn.execute(sa.text("select count(*) from dataset_versions")).scalar_one() >= 1
+    finally:
+        restored.dispose()
+
+
+@pytest.fixture
+def small_backup(make_settings: Any, tmp_path: Path) -> tuple[Settings, Path]:
+    settings = factory_settings(make_settings, f"sqlite:///{tmp_path / 'source.db'}", tmp_path / "source")
+    db = open_db(settings.database_url)
+    add_documents(db, range(60))
+    trained_tokenizer(settings, db)
+    build(settings, db)
+    db.dispose()
+    backup(settings, tmp_path / "backup")
+    return settings, tmp_path / "backup"
+
+
+def restore_target(make_settings: Any, tmp_path: Path) -> Settings:
+    return factory_settings(
+        make_settings, f"sqlite:///{tmp_path / 'restored' / 'aifactory.db'}", tmp_path / "restored"
+    )
+
+
+def test_a_damaged_file_is_refused_by_name_and_nothing_is_restored(
+    small_backup: tuple[Settings, Path], make_settings: Any, tmp_path: Path
+) -> None:
+    _, folder = small_backup
+    shard = folder / "data" / "dataset" / "g0001" / "shards" / "00000.tokens"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    target = restore_target(make_settings, tmp_path)
+    with pytest.raises(BackupError, match=r"00000\.tokens is damaged: its sha256 does not match"):
+        restore(target, folder)
+    assert not target.data_dir.exists()
+
+
+def test_a_truncated_file_a_missing_file_and_a_missing_manifest_are_refused(
+    small_backup: tuple[Settings, Path], make_settings: Any, tmp_path: Path
+) -> None:
+    _, folder = small_backup
+    target = restore_target(make_settings, tmp_path)
+    index = folder / "data" / "dataset" / "g0001" / "index.bin"
+    index.write_bytes(index.read_bytes()[:-3])
+    with pytest.raises(BackupError, match=r"index\.bin is damaged: \d+ bytes, \d+ expected"):
+        restore(target, folder)
+    index.unlink()
+    with pytest.raises(BackupError, match=r"index\.bin is missing"):
+        restore(target, folder)
+    (folder / "backup.json").unlink()
+    with pytest.raises(BackupError, match=r"backup\.json is missing: .* is not a complete backup"):
+        restore(target, folder)
+    assert not target.data_dir.exists()
+
+
+def test_a_non_empty_data_directory_is_refused_without_force(
+    small_backup: tuple[Settings, Path], make_settings: Any, tmp_path: Path
+) -> None:
+    source, folder = small_backup
+    with pytest.raises(BackupError, match="is not empty: restore into an empty folder, or --force"):
+        restore(source, folder)
+    target = restore_target(make_settings, tmp_path)
+    target.data_dir.mkdir()
+    (target.data_dir / "notes.txt").write_text("mine")
+    with pytest.raises(BackupError, match="is not empty"):
+        restore(target, folder)
+    manifest = restore(target, folder, force=True)
+    assert not (target.data_dir / "notes.txt").exists()
+    db = Database(target.database_url)
+    assert len(document_rows(db)) == manifest["database_summary"]["documents"] == 60
+    db.dispose()
+    listed = json.loads((folder / "backup.json").read_text())["files"]
+    assert all(len(entry["sha256"]) == 64 and entry["bytes"] >= 0 for entry in listed.values())
