@@ -92,6 +92,28 @@ def cmd_service(settings: Settings, args: argparse.Namespace) -> int:
         return 1
 
 
+def cmd_update(settings: Settings, args: argparse.Namespace) -> int:
+    from aifactory.ops import update
+
+    try:
+        release = update.read_release(args.source)
+        if args.update_command == "app":
+            _newer, lines = update.app_report(release, Path(__file__).resolve().parents[3])
+            print("\n".join(lines))
+            return 0
+        from aifactory.db.connect import opened_database
+
+        with opened_database(settings) as db:
+            result = update.install_model(settings, db, release, promote=args.promote, force=args.force)
+    except update.UpdateError as exc:
+        print(f"aifactory update: {exc}", file=sys.stderr)
+        return 1
+    print(f"model {result['release']} from {args.source} verified and registered as v{result['version']}")
+    if result["promoted"]:
+        print(f"v{result['version']} is production ({result.get('rule') or 'promoted'})")
+    return 0
+
+
 def add_parsers(sub: Any) -> None:
     """`service`, `backup`, `restore` and `update` on the `aifactory` parser."""
     svc = sub.add_parser(
@@ -140,3 +162,21 @@ def add_parsers(sub: Any) -> None:
     restore.add_argument("directory", type=Path, metavar="DIR", help="a folder written by `aifactory backup`")
     restore.add_argument("--force", action="store_true", help="replace a non-empty DATA_DIR and database")
     restore.set_defaults(func=cmd_restore)
+
+    upd = sub.add_parser(
+        "update",
+        help="install a model version or check for an application update from a version.json",
+        description="Read a version.json (docs/deploy.md#updates) from a distribution server: `update model` "
+        "downloads the model files it lists, checks each sha256, and registers them as a new model version "
+        "(--promote: and makes it production, through the promotion gate); `update app` reports whether a "
+        "newer application exists and prints the exact upgrade steps.",
+    )
+    upd_sub = upd.add_subparsers(dest="update_command", metavar="WHAT", required=True)
+    model = upd_sub.add_parser("model", help="download, verify and register a model version")
+    model.add_argument("--from", dest="source", required=True, metavar="URL", help="the version.json")
+    model.add_argument("--promote", action="store_true", help="make it production once registered")
+    model.add_argument("--force", action="store_true", help="promote even if the gate would refuse")
+    model.set_defaults(func=cmd_update)
+    app = upd_sub.add_parser("app", help="is a newer application version out, and how to upgrade")
+    app.add_argument("--from", dest="source", required=True, metavar="URL", help="the version.json")
+    app.set_defaults(func=cmd_update)
