@@ -13,7 +13,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS ?=
 LINT_PATHS := src tests $(wildcard benchmarks)
 
-.PHONY: run test install install-test torch lint format docs clean
+.PHONY: run test install install-test system-test-tools torch lint format docs clean
 
 run: install
 	$(BIN)/aifactory up
@@ -51,7 +51,25 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 
 install: $(VENV)/.installed
 
-install-test: $(VENV)/.installed-test
+install-test: $(VENV)/.installed-test system-test-tools
+
+# The browser, deployment and service tests drive real tools: Debian's Chromium (with CJK fonts, or
+# Japanese renders as boxes), shellcheck, docker-compose (it validates compose files without an engine)
+# and systemd-analyze. As root with apt they are installed; otherwise the missing ones are named.
+SYSTEM_TEST_TOOLS := chromium:chromium shellcheck:shellcheck docker-compose:docker-compose systemd-analyze:systemd
+system-test-tools:
+	@missing=""; for pair in $(SYSTEM_TEST_TOOLS); do \
+		command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
+	done; \
+	[ -d /usr/share/fonts/opentype/noto ] || missing="$$missing fonts-noto-cjk"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing test tools:$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+		else \
+			echo "the browser and deployment tests need:$$missing (apt-get install$$missing)"; exit 1; \
+		fi; \
+	fi
 
 lint: install-test
 	$(BIN)/ruff check $(LINT_PATHS)
