@@ -197,10 +197,10 @@ def install_model(
     settings: Settings, db: Any, release: Release, *, promote: bool, force: bool
 ) -> dict[str, Any]:
     """Download, verify, register as a new model version and (with `promote`) make it production."""
-    from aifactory.registry import RegistryError, gate, versions
-
     version, staging = fetch_model(settings, release)
     try:
+        from aifactory.registry import RegistryError, gate, versions
+
         place_tokenizer(settings, staging)
         try:
             row = versions.register(settings, db, staging, origin=f"update {version}")
