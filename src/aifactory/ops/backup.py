@@ -63,6 +63,7 @@ class Item:
     relative: str  # under data/ in the backup, and under DATA_DIR when restored
     source: Path
     limit: int | None = None  # the committed length (dataset files); None = the whole file
+    known: tuple[int, str] | None = None  # (bytes, sha256) its writer recorded (checkpoint files)
 
 
 @dataclass
@@ -98,6 +99,22 @@ def copy_hashed(source: Path, target: Path, limit: int | None = None) -> tuple[i
             f"{source} has {size} bytes but its manifest commits {limit}: the dataset is damaged"
         )
     return size, digest.hexdigest()
+
+
+def copy_known(source: Path, target: Path, known: tuple[int, str]) -> tuple[int, str]:
+    """Copy a file whose size and sha256 its writer recorded (a checkpoint's meta.json): the kernel
+    copies it (no pass through Python) and the recorded hash goes into the manifest, so a file damaged
+    since it was written is caught by the restore, which checks every byte."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    with open(target, "rb+") as handle:
+        os.fsync(handle.fileno())
+    size = target.stat().st_size
+    if size != known[0]:
+        raise BackupError(
+            f"{source} has {size} bytes, its meta.json says {known[0]}: the checkpoint is damaged"
+        )
+    return known
 
 
 def parallel(jobs: list[Any], work: Any) -> list[Any]:
@@ -151,11 +168,21 @@ def tokenizer_items(data_dir: Path) -> tuple[list[Item], dict[str, str]]:
     return items, hashes
 
 
+def recorded_hashes(directory: Path) -> dict[str, tuple[int, str]]:
+    """The sizes and hashes a checkpoint's meta.json records for its files ({} if none)."""
+    try:
+        files = json.loads((directory / "meta.json").read_text()).get("files", {})
+        return {name: (int(entry["bytes"]), str(entry["sha256"])) for name, entry in files.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
 def frozen_tree(directory: Path, relative: str, staging: Path) -> list[Item]:
     """Hard links to every file under `directory` in `staging`: the files stay what they are now even if
     the folder is deleted meanwhile (checkpoint clean-up). Falls back to the files themselves where
     links are impossible (another file system)."""
     items = []
+    known = recorded_hashes(directory)
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
         name = f"{relative}/{path.relative_to(directory).as_posix()}"
         link = staging / name
@@ -166,7 +193,7 @@ def frozen_tree(directory: Path, relative: str, staging: Path) -> list[Item]:
             if isinstance(exc, FileNotFoundError):
                 raise
             link = path
-        items.append(Item(name, link))
+        items.append(Item(name, link, known=known.get(path.relative_to(directory).as_posix())))
     return items
 
 
@@ -239,8 +266,10 @@ def backup(settings: Settings, target: Path) -> dict[str, Any]:
         files: dict[str, dict[str, Any]] = {}
 
         def copy(item: Item) -> tuple[str, int, str]:
-            size, digest = copy_hashed(item.source, partial / "data" / item.relative, item.limit)
-            return item.relative, size, digest
+            target = partial / "data" / item.relative
+            if item.known is not None:
+                return item.relative, *copy_known(item.source, target, item.known)
+            return item.relative, *copy_hashed(item.source, target, item.limit)
 
         for relative, size, digest in parallel(snapshot.items, copy):
             files[f"data/{relative}"] = {"bytes": size, "sha256": digest}
