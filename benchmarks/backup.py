@@ -3,8 +3,9 @@
 A data directory of about 1 GB (token shards, two checkpoints with their pointers, a tokenizer and a
 SQLite database) is built under /tmp. Then, alternating so both see the same page cache:
 
-  backup   ops.backup.backup (SQLite online backup, every file copied with its sha256 computed on the
-           way, the committed part of each shard, checkpoint folders frozen by hard links)
+  backup   ops.backup.backup (SQLite online backup; shards copied with their sha256 computed on the
+           way, the committed part of each; checkpoint files frozen by hard links and copied by the
+           kernel with the sha256 their meta.json records)
   restore  ops.backup.restore into an empty DATA_DIR (every file's size and sha256 checked)
   vs.      `cp -r` of the data directory, and of the backup folder (no hashes, no fsync)
 
@@ -142,7 +143,8 @@ def main() -> None:
             print(f"{name:10} {best[name]:9.2f}s {best[reference]:9.2f}s {ratio:6.2f}x")
         # What no verified backup can beat: one sha256 pass over the bytes, on this machine, now.
         print(
-            f"(sha256 of the same bytes alone: {best['sha256']:.2f}s, {best['sha256'] / best['cp_data']:.2f}x cp -r)"
+            f"(sha256 of the same bytes alone: {best['sha256']:.2f}s, "
+            f"{best['sha256'] / best['cp_data']:.2f}x cp -r)"
         )
         print(f"RESULT backup_vs_copy_ratio {best['backup'] / best['cp_data']:.2f}")
         print(f"RESULT restore_vs_copy_ratio {best['restore'] / best['cp_backup']:.2f}")
