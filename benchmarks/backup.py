@@ -7,7 +7,8 @@ SQLite database) is built under /tmp. Then, alternating so both see the same pag
            way, the committed part of each; checkpoint files frozen by hard links and copied by the
            kernel with the sha256 their meta.json records)
   restore  ops.backup.restore into an empty DATA_DIR (every file's size and sha256 checked)
-  vs.      `cp -r` of the data directory, and of the backup folder (no hashes, no fsync)
+  vs.      `cp -r` of the data directory, and of the backup folder (no hashes, no fsync: its data is
+           still in the page cache when it returns; a backup fsyncs every file it writes)
 
 Aim: backup and restore within 1.3x of the copy. Every byte is hashed (sha256) on the way in and checked
 on the way out, so one sha256 pass over the data, printed beside, is the floor on a slow CPU. Everything
@@ -127,11 +128,16 @@ def main() -> None:
         for round_number in range(args.rounds):
             folder, copy = root / f"backup-{round_number}", root / f"copy-{round_number}"
             target = settings.model_copy(update={"data_dir": root / f"restored-{round_number}"})
+            # os.sync() between the steps, untimed: otherwise a step's fsyncs would write back the dirty
+            # pages the step before left (ext4 commits them together), and pay for the copy's writes.
             results["cp_data"].append(timed(["cp", "-r", str(settings.data_dir), str(copy)]))
+            os.sync()
             results["sha256"].append(timed(hash_all, settings.data_dir))
             results["backup"].append(timed(backup, settings, folder))
             shutil.rmtree(copy)
+            os.sync()
             results["cp_backup"].append(timed(["cp", "-r", str(folder), str(copy)]))
+            os.sync()
             results["restore"].append(timed(restore, target, folder))
             for path in (copy, folder, target.data_dir):
                 shutil.rmtree(path)
