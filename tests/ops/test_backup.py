@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,6 +32,7 @@ from aifactory.train.checkpoint import CheckpointStore
 from aifactory.train.engine import checkpoint_dir, run_trainer
 from tests.conftest import wait_for
 from tests.dataset.helpers import SMALL, add_documents, snapshot, trained_tokenizer
+from tests.processes import ROOT, env_for
 from tests.train.tiny import TINY
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
@@ -194,3 +197,31 @@ def test_a_non_empty_data_directory_is_refused_without_force(
     db.dispose()
     listed = json.loads((folder / "backup.json").read_text())["files"]
     assert all(len(entry["sha256"]) == 64 and entry["bytes"] >= 0 for entry in listed.values())
+
+
+def test_the_seed_scripts_back_up_prove_the_backup_and_restore_it(
+    small_backup: tuple[Settings, Path], tmp_path: Path
+) -> None:
+    source, _ = small_backup
+    node = tmp_path / "node"
+    node.mkdir()
+    (node / ".env").write_text(f"DATA_DIR={source.data_dir}\nDATABASE_URL={source.database_url}\n")
+    tools = env_for(AIFACTORY=str(Path(sys.executable).with_name("aifactory")))
+
+    def script(name: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(ROOT / "ops" / name), *args], cwd=node, env={**tools, **env}, capture_output=True, text=True
+        )
+
+    made = script("backup_local.sh", str(tmp_path / "nightly"))
+    assert made.returncode == 0 and "60 documents" in made.stdout, made.stderr
+    proved = script("test_backup_restore.sh")
+    assert proved.returncode == 0 and "backup and restore OK" in proved.stdout, proved.stderr
+    elsewhere = tmp_path / "elsewhere"
+    restored = script("restore_local.sh", str(tmp_path / "nightly"), DATA_DIR=str(elsewhere), DATABASE_URL="")
+    assert restored.returncode == 0 and "60 documents, " in restored.stdout, restored.stderr
+    assert (elsewhere / "aifactory.db").is_file() and (
+        elsewhere / "dataset" / "g0001" / "manifest.json"
+    ).is_file()
+    refused = script("restore_local.sh", str(tmp_path / "nightly"), DATA_DIR=str(elsewhere), DATABASE_URL="")
+    assert refused.returncode == 1 and "is not empty" in refused.stderr
