@@ -225,3 +225,21 @@ def test_the_seed_scripts_back_up_prove_the_backup_and_restore_it(
     ).is_file()
     refused = script("restore_local.sh", str(tmp_path / "nightly"), DATA_DIR=str(elsewhere), DATABASE_URL="")
     assert refused.returncode == 1 and "is not empty" in refused.stderr
+
+
+def test_model_versions_are_backed_up_without_work_in_progress_or_stale_staging(
+    small_backup: tuple[Settings, Path], tmp_path: Path
+) -> None:
+    source, _ = small_backup
+    models = source.data_dir / "models"
+    (models / "v1").mkdir(parents=True)
+    (models / "v1" / "model.safetensors").write_bytes(b"weights")
+    (models / "production.json").write_text('{"version": 1, "dir": "v1"}')
+    (models / ".v2.partial-4242").mkdir()
+    (models / ".v2.partial-4242" / "model.safetensors").write_bytes(b"half")
+    stale = source.data_dir / ".backup-staging-999999999"  # a backup killed long ago
+    stale.mkdir()
+    manifest = backup(source, tmp_path / "second")
+    assert {"data/models/v1/model.safetensors", "data/models/production.json"} <= set(manifest["files"])
+    assert not any(".partial" in name or "staging" in name for name in manifest["files"])
+    assert not stale.exists() and not list(source.data_dir.glob(".backup-staging-*"))

@@ -183,7 +183,13 @@ def frozen_tree(directory: Path, relative: str, staging: Path) -> list[Item]:
     links are impossible (another file system)."""
     items = []
     known = recorded_hashes(directory)
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+    # Hidden entries are work in progress (a registration's .vN.partial, a download): not part of it.
+    files = (
+        p
+        for p in directory.rglob("*")
+        if not any(part.startswith(".") for part in p.relative_to(directory).parts)
+    )
+    for path in sorted(p for p in files if p.is_file()):
         name = f"{relative}/{path.relative_to(directory).as_posix()}"
         link = staging / name
         link.parent.mkdir(parents=True, exist_ok=True)
@@ -246,6 +252,24 @@ def default_directory() -> Path:
     return Path("backups") / time.strftime("backup_%Y%m%d_%H%M%S")
 
 
+def remove_stale_staging(data_dir: Path) -> None:
+    """The staging folders of backups that were killed (their links would keep old checkpoints alive)."""
+    for path in data_dir.glob(".backup-staging-*"):
+        pid = path.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def backup(settings: Settings, target: Path) -> dict[str, Any]:
     """Write a backup of this factory into `target` (which must not exist); returns its manifest."""
     target = Path(target)
@@ -258,6 +282,7 @@ def backup(settings: Settings, target: Path) -> dict[str, Any]:
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
+    remove_stale_staging(data_dir)
     staging = data_dir / f".backup-staging-{os.getpid()}"
     started = time.monotonic()
     try:
