@@ -121,8 +121,11 @@ random_secret() {
 }
 
 # --- the answers: flags, then .env, then questions with defaults -------------------------------------
-ROLE="${ROLE:-$(env_get SYSTEM_ROLE)}"
-ROLE="$(ask "Role of this node: master (everything) or worker (collects for a master)" "${ROLE:-master}")"
+# A flag or variable answers its question; otherwise it is asked, with the earlier answer as default.
+if [ -z "$ROLE" ]; then
+    ROLE="$(env_get SYSTEM_ROLE)"
+    ROLE="$(ask "Role of this node: master (everything) or worker (collects for a master)" "${ROLE:-master}")"
+fi
 case "$ROLE" in master | worker) ;; *) die "--role must be master or worker, not '$ROLE'" ;; esac
 
 PREVIOUS_URL="$(env_get DATABASE_URL)"
@@ -151,15 +154,19 @@ if [ "$DB_KIND" = url ]; then
     esac
 fi
 
-INSTALL="${INSTALL:-$(env_get SETUP_INSTALL)}"
-INSTALL="$(ask "Install: venv (Python here) or docker (the image, compose.yaml)" "${INSTALL:-venv}")"
+if [ -z "$INSTALL" ]; then
+    INSTALL="$(env_get SETUP_INSTALL)"
+    INSTALL="$(ask "Install: venv (Python here) or docker (the image, compose.yaml)" "${INSTALL:-venv}")"
+fi
 case "$INSTALL" in venv | docker) ;; *) die "--install must be venv or docker, not '$INSTALL'" ;; esac
 
-BIND="${BIND:-$(env_get HOST)}"
 if [ "$INSTALL" = docker ]; then
     BIND=0.0.0.0 # inside the container; the published port decides who can reach it
-elif [ "$ROLE" = master ]; then
-    BIND="$(ask "Bind address: 127.0.0.1 (this machine only) or 0.0.0.0 (the LAN)" "${BIND:-127.0.0.1}")"
+elif [ -z "$BIND" ]; then
+    BIND="$(env_get HOST)"
+    if [ "$ROLE" = master ]; then
+        BIND="$(ask "Bind address: 127.0.0.1 (this machine only) or 0.0.0.0 (the LAN)" "${BIND:-127.0.0.1}")"
+    fi
 fi
 BIND="${BIND:-127.0.0.1}"
 WEB_PORT="${WEB_PORT:-$(env_get PORT)}"

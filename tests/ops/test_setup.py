@@ -4,9 +4,11 @@ where there is none, and the .env a LAN or Docker setup needs."""
 from __future__ import annotations
 
 import os
+import pty
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.processes import ROOT
@@ -143,3 +145,32 @@ def test_a_docker_master_gets_the_lan_names_and_the_adminer_link(tmp_path: Path)
     again = setup("--dir", str(node), "--no-service", path=f"{fake}{os.pathsep}{os.environ['PATH']}")
     assert again.returncode == 0 and password not in again.stdout + again.stderr
     assert env_file(node)["POSTGRES_PASSWORD"] == password
+
+
+def test_interactively_each_question_is_asked_with_its_default(tmp_path: Path) -> None:
+    node = tmp_path / "node"
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: setup.sh on a terminal of its own
+        os.execv(
+            str(ROOT / "setup.sh"), ["setup.sh", "--dir", str(node), "--no-service", "--venv", str(VENV)]
+        )
+    answers = [b"\n", b"\n", b"\n", b"0.0.0.0\n"]  # role, database, install: the defaults; then the LAN
+    screen = b""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            data = os.read(terminal, 4096)
+        except OSError:  # the child has exited and closed the terminal
+            break
+        screen += data
+        if data.rstrip().endswith(b"]:") and answers:
+            os.write(terminal, answers.pop(0))
+    _, status = os.waitpid(pid, 0)
+    text = screen.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    for question in ("Role of this node", "Database:", "Install:", "Bind address"):
+        assert question in text
+    values = env_file(node)
+    assert (
+        values["SYSTEM_ROLE"] == "master" and values["SETUP_DB"] == "sqlite" and values["HOST"] == "0.0.0.0"
+    )
