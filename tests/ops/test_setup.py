@@ -11,7 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-from tests.processes import ROOT
+import httpx
+
+from tests.conftest import free_port
+from tests.processes import ROOT, start_factory, stop
 
 VENV = Path(sys.prefix)  # this test run's installed venv: setup.sh finds it installed and keeps it
 
@@ -68,6 +71,17 @@ def test_a_master_on_sqlite_is_set_up_and_a_second_run_keeps_the_token_unprinted
     settings = effective(node)
     assert settings["SYSTEM_ROLE"] == "master" and settings["HOST"] == "0.0.0.0"
     assert settings["ADMIN_API_TOKEN"] not in ("", token)  # set, and masked
+
+    # The node starts from that .env and answers by this machine's name with the token it was given.
+    port = free_port()
+    factory = start_factory(port, node)  # on loopback (the test binds no LAN port), .env otherwise
+    try:
+        headers = {"host": f"{socket.gethostname()}:{port}", "x-admin-token": token}
+        answer = httpx.get(f"http://127.0.0.1:{port}/api/runtime-config", headers=headers, timeout=10)
+        assert answer.status_code == 200 and answer.json()["admin_token_required"] is True
+        assert (node / "data" / "aifactory.db").is_file()
+    finally:
+        stop(factory)
 
     (node / ".env").write_text((node / ".env").read_text() + "MODEL_SIZE=tiny\n")
     again = setup("--dir", str(node), "--no-service")

@@ -89,9 +89,17 @@ def install(settings: Settings, *, user: bool, directory: Path | None, enable: b
             f"cannot write {target}: a system service needs root (sudo), or use --user"
         ) from None
     if enable:
-        systemctl(user, "daemon-reload")
-        systemctl(user, "enable", UNIT_NAME)
-        systemctl(user, "restart", UNIT_NAME)
+        try:
+            systemctl(user, "daemon-reload")
+            systemctl(user, "enable", UNIT_NAME)
+            systemctl(user, "restart", UNIT_NAME)
+        except ServiceError as exc:
+            booted = Path("/run/systemd/system").is_dir()  # what systemd itself checks
+            hint = "" if booted else " (systemd is not running on this machine, e.g. in a container)"
+            raise ServiceError(
+                f"wrote {target}, but it is not enabled{hint}: {exc}. Run the node with Docker "
+                "(compose.yaml) or `aifactory up` under another supervisor"
+            ) from None
     return target
 
 
