@@ -1,12 +1,16 @@
 """Fixtures for the operations tests: whole databases of their own (pg_dump and pg_restore work on a
-database, not on the per-test schema the shared fixtures give)."""
+database, not on the per-test schema the shared fixtures give) and a distribution server (version.json)."""
 
 from __future__ import annotations
 
+import functools
+import http.server
+import threading
 import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -43,3 +47,24 @@ def new_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cal
         with psycopg.connect(PG_URL, autocommit=True) as conn:
             for database in created:
                 conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """(base URL, folder it serves): a distribution server."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(QuietHandler, directory=str(root))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", root
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

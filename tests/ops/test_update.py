@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import json
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,27 +13,6 @@ import torch
 from aifactory.ops.update import UpdateError, app_report, fetch_model, read_release
 from aifactory.train.checkpoint import CheckpointStore
 from tests.processes import aifactory
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """(base URL, folder it serves): a distribution server."""
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = functools.partial(QuietHandler, directory=str(root))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", root
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def sha256(path: Path) -> str:
@@ -70,7 +45,7 @@ def test_a_model_whose_hashes_match_is_downloaded_and_checked(
     version, staging = fetch_model(settings, read_release(f"{url}/version.json"))
     assert version == "2026.12.01"
     assert sha256(staging / "model.safetensors") == sha256(root / "models/2026.12.01/model.safetensors")
-    assert staging.parent == settings.data_dir / "models"
+    assert staging.name == "2026.12.01" and staging.parent.parent == settings.data_dir / "models"
 
 
 def test_a_wrong_hash_is_refused_with_the_file_named_and_nothing_kept(

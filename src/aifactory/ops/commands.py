@@ -104,7 +104,7 @@ def cmd_update(settings: Settings, args: argparse.Namespace) -> int:
         from aifactory.db.connect import opened_database
 
         with opened_database(settings) as db:
-            result = update.install_model(settings, db, release, promote=args.promote, force=args.force)
+            result = update.install_model(settings, db, release, promote=args.promote)
     except update.UpdateError as exc:
         print(f"aifactory update: {exc}", file=sys.stderr)
         return 1
@@ -168,14 +168,13 @@ def add_parsers(sub: Any) -> None:
         help="install a model version or check for an application update from a version.json",
         description="Read a version.json (docs/deploy.md#updates) from a distribution server: `update model` "
         "downloads the model files it lists, checks each sha256, and registers them as a new model version "
-        "(--promote: and makes it production, through the promotion gate); `update app` reports whether a "
-        "newer application exists and prints the exact upgrade steps.",
+        "(--promote: and makes it production; `aifactory rollback` undoes it); `update app` reports "
+        "whether a newer application exists and prints the exact upgrade steps.",
     )
     upd_sub = upd.add_subparsers(dest="update_command", metavar="WHAT", required=True)
     model = upd_sub.add_parser("model", help="download, verify and register a model version")
     model.add_argument("--from", dest="source", required=True, metavar="URL", help="the version.json")
     model.add_argument("--promote", action="store_true", help="make it production once registered")
-    model.add_argument("--force", action="store_true", help="promote even if the gate would refuse")
     model.set_defaults(func=cmd_update)
     app = upd_sub.add_parser("app", help="is a newer application version out, and how to upgrade")
     app.add_argument("--from", dest="source", required=True, metavar="URL", help="the version.json")

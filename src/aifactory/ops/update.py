@@ -130,8 +130,11 @@ def model_files(release: Release) -> tuple[str, dict[str, dict[str, Any]]]:
 def fetch_model(settings: Settings, release: Release) -> tuple[str, Path]:
     """Download and verify the model of `release` into a staging folder under DATA_DIR/models."""
     version, files = model_files(release)
-    staging = Path(settings.data_dir) / "models" / f".download-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", version):
+        raise UpdateError(f"{release.url}: model.version {version!r} must be letters, digits, . _ -")
+    download_dir = Path(settings.data_dir) / "models" / f".download-{os.getpid()}"
+    staging = download_dir / version  # the registry records the folder's name: the release's version
+    shutil.rmtree(download_dir, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
         for name, entry in files.items():
@@ -141,7 +144,7 @@ def fetch_model(settings: Settings, release: Release) -> tuple[str, Path]:
             download(release.resolve(str(entry["url"])), staging / name, entry.get("sha256", ""), size)
         _check_checkpoint(staging)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(download_dir, ignore_errors=True)
         raise
     return version, staging
 
@@ -193,26 +196,42 @@ def place_tokenizer(settings: Settings, staging: Path) -> None:
     os.replace(partial, target)
 
 
-def install_model(
-    settings: Settings, db: Any, release: Release, *, promote: bool, force: bool
-) -> dict[str, Any]:
+def install_model(settings: Settings, db: Any, release: Release, *, promote: bool) -> dict[str, Any]:
     """Download, verify, register as a new model version and (with `promote`) make it production."""
     version, staging = fetch_model(settings, release)
     try:
-        from aifactory.registry import RegistryError, gate, versions
+        from aifactory.registry import RegistryError, versions
 
         place_tokenizer(settings, staging)
         try:
-            row = versions.register(settings, db, staging, origin=f"update {version}")
-            result: dict[str, Any] = {"release": version, "version": int(row["version"]), "promoted": False}
-            if promote:
-                promoted = gate.promote(settings, db, str(staging), force=force or None)
-                result.update(promoted=True, rule=promoted.get("rule", ""))
+            row = versions.register(settings, db, staging, origin="update")
         except RegistryError as exc:
             raise UpdateError(str(exc)) from None
+        number = int(row["version"])
+        result: dict[str, Any] = {"release": version, "version": number, "promoted": False}
+        if promote:
+            result.update(promoted=True, rule=make_production(settings, db, number, release.url))
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(staging.parent, ignore_errors=True)
     return result
+
+
+def make_production(settings: Settings, db: Any, number: int, url: str) -> str:
+    """Move production to version `number` as the registry's rollback does (compare-and-set, the pointer
+    file, the history row). A published version was vetted by its publisher: it does not go through this
+    factory's promotion gate, which may have no validation data (a node that only serves) or score it on
+    another task. `aifactory rollback` returns to the version it replaced."""
+    from aifactory.registry import pointer, versions
+
+    before = versions.state(db)
+    if before["production"] == number:
+        return f"v{number} was production already"
+    if not versions.move(db, before["revision"], number, before["production"]):
+        raise UpdateError("another promotion or rollback moved production meanwhile; run the update again")
+    pointer.write(settings, number, before["revision"] + 1)
+    rule = f"installed from {url}"
+    versions.record(db, "promote", version=number, previous=before["production"], forced=True, rule=rule)
+    return rule
 
 
 # --- the application ----------------------------------------------------------------------------------
