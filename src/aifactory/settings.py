@@ -150,9 +150,6 @@ class Settings(BaseSettings):
         ADMIN,
         ge=1024,
     )
-    db_ui_url: str = setting(
-        "", "Address of the database web console (Adminer) the dashboard's DB Console links to.", ADMIN
-    )
 
     # --- auto-tune ------------------------------------------------------------------------------
     auto_tune: bool = setting(
