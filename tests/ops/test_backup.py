@@ -239,7 +239,9 @@ def test_model_versions_are_backed_up_without_work_in_progress_or_stale_staging(
     (models / ".v2.partial-4242" / "model.safetensors").write_bytes(b"half")
     stale = source.data_dir / ".backup-staging-999999999"  # a backup killed long ago
     stale.mkdir()
+    (source.data_dir / "node_id_master").write_text("master-a-1\n")
     manifest = backup(source, tmp_path / "second")
     assert {"data/models/v1/model.safetensors", "data/models/production.json"} <= set(manifest["files"])
+    assert "data/node_id_master" in manifest["files"]
     assert not any(".partial" in name or "staging" in name for name in manifest["files"])
     assert not stale.exists() and not list(source.data_dir.glob(".backup-staging-*"))

@@ -9,7 +9,8 @@ A backup is a folder:
     data/tokenizer/g0001/  tokenizer generations (immutable once written)
     data/dataset/g0001/    manifest.json and the committed part of shards, index.bin and domains.txt
     data/checkpoints/      latest.json, best.json, backup.json and the checkpoint folders they name
-    data/models/           registered model versions
+    data/models/           registered model versions (production.json and v<N>/)
+    data/node_id_master    the node's identity (the restored node is the same node)
 
 Consistency without stopping anything, by snapshotting the state each writer has already committed:
 the dataset builder appends to its files and commits by replacing manifest.json, so the backup reads
@@ -242,7 +243,9 @@ def plan(settings: Settings, staging: Path) -> Plan:
     checkpoints, steps = checkpoint_items(data_dir, staging)
     models = data_dir / "models"
     registered = frozen_tree(models, "models", staging) if models.is_dir() else []
-    result.items = tokenizers + dataset + checkpoints + registered
+    # The node's identity: the restored node is the same node, and resumes what it was asked to run.
+    identity = [Item(path.name, path) for path in sorted(data_dir.glob("node_id_*")) if path.is_file()]
+    result.items = tokenizers + dataset + checkpoints + registered + identity
     result.summary = {"datasets": versions, "tokenizers": hashes, "checkpoints": steps}
     return result
 
@@ -399,7 +402,7 @@ def restore(settings: Settings, source: Path, *, force: bool = False) -> dict[st
     if dump_name not in files:
         raise BackupError(f"{source / MANIFEST} does not list the database file {dump_name}")
     database_file = sqlite_path(url)
-    inside = database_file is not None and database_file.absolute().parent == data_dir
+    inside = database_file is not None and database_file.resolve().parent == data_dir.resolve()
     try:
         # A database outside DATA_DIR is checked now, before anything is copied or replaced.
         database_dump.check_target(url, dump_name, force=force or inside)
