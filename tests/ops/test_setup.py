@@ -13,7 +13,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import free_port
+from aifactory.cluster import membership
+from aifactory.db import Database, migrate
+from tests.conftest import free_port, wait_for
 from tests.processes import ROOT, start_factory, stop
 
 VENV = Path(sys.prefix)  # this test run's installed venv: setup.sh finds it installed and keeps it
@@ -91,6 +93,8 @@ def test_a_master_on_sqlite_is_set_up_and_a_second_run_keeps_the_token_unprinted
 
 
 def test_a_worker_joins_the_test_postgresql(pg_url: str, tmp_path: Path) -> None:
+    master = Database(pg_url)
+    migrate.upgrade(master)  # what the master does when it starts
     node = tmp_path / "worker"
     run = setup("--role", "worker", "--database-url", pg_url, "--dir", str(node), "--no-service")
     assert run.returncode == 0, run.stderr
@@ -99,6 +103,25 @@ def test_a_worker_joins_the_test_postgresql(pg_url: str, tmp_path: Path) -> None
     assert values["SYSTEM_ROLE"] == "worker" and values["DATABASE_URL"] == pg_url
     assert values["ADMIN_API_TOKEN"] == ""  # a worker serves no API
     assert effective(node)["SYSTEM_ROLE"] == "worker"
+    # Started from that .env (as its service would), it joins: a worker node with heartbeats.
+    worker = subprocess.Popen(
+        [str(VENV / "bin" / "aifactory"), "worker"],
+        cwd=node,
+        env={k: v for k, v in os.environ.items() if not k.startswith("AIFACTORY_") and k != "DATABASE_URL"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        joined = wait_for(
+            lambda: [n for n in membership.list_nodes(master, offline_after=30) if n["online"]],
+            timeout=60,
+            what="the worker to register",
+        )
+        assert [n["role"] for n in joined] == ["worker"]  # type: ignore[union-attr]
+    finally:
+        stop(worker)
+        master.dispose()
 
 
 def test_a_worker_with_an_unreachable_or_missing_database_is_told_what_to_fix(tmp_path: Path) -> None:
