@@ -245,3 +245,27 @@ def test_model_versions_are_backed_up_without_work_in_progress_or_stale_staging(
     assert "data/node_id_master" in manifest["files"]
     assert not any(".partial" in name or "staging" in name for name in manifest["files"])
     assert not stale.exists() and not list(source.data_dir.glob(".backup-staging-*"))
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_postgresql_restore_refuses_a_database_with_tables_and_one_of_the_other_kind(
+    backend: str, new_database: Callable[[str], str], make_settings: Any, tmp_path: Path
+) -> None:
+    source = factory_settings(make_settings, new_database("source"), tmp_path / "source")
+    db = open_db(source.database_url)
+    add_documents(db, range(10))
+    db.dispose()
+    backup(source, tmp_path / "backup")
+    occupied = factory_settings(make_settings, new_database("occupied"), tmp_path / "restored")
+    open_db(occupied.database_url).dispose()  # a migrated, so not empty, database
+    with pytest.raises(BackupError, match=r"is not empty \(\d+ tables, e\.g\. \w+\): restore into an empty"):
+        restore(occupied, tmp_path / "backup")
+    assert not occupied.data_dir.exists()  # refused before anything was copied
+    sqlite_target = factory_settings(make_settings, "", tmp_path / "lite")
+    with pytest.raises(BackupError, match="holds a PostgreSQL database but DATABASE_URL is SQLite"):
+        restore(sqlite_target, tmp_path / "backup")
+    restore(occupied, tmp_path / "backup", force=True)
+    restored = Database(occupied.database_url)
+    assert len(document_rows(restored)) == 10
+    restored.dispose()

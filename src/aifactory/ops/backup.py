@@ -279,9 +279,11 @@ def backup(settings: Settings, target: Path) -> dict[str, Any]:
     if target.exists() and any(target.iterdir()):
         raise BackupError(f"{target} exists and is not empty: give a new folder")
     data_dir = Path(settings.data_dir)
-    if not data_dir.is_dir():
-        raise BackupError(f"DATA_DIR {data_dir} does not exist: nothing to back up")
     url = settings.resolved_database_url()
+    database_file = sqlite_path(url)
+    if database_file is not None and not database_file.is_file():
+        raise BackupError(f"the database {database_file} does not exist: nothing to back up (DATA_DIR?)")
+    data_dir.mkdir(parents=True, exist_ok=True)  # a node that has written no file yet (PostgreSQL)
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
