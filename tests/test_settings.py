@@ -44,7 +44,7 @@ SEED_DEFAULTS = {
     "EVAL_SAVE_TO_DB": True,
     "COLLECTION_INCLUDE_MASTER": True,
     "MAX_CRAWL_PAGES_PER_CYCLE": 200,
-    "PROMOTION_MIN_SCORE": 0.72,
+    "PROMOTION_MIN_SCORE": 0.25,  # the original said 0.72; recalibrated for this score (docs/evaluation.md)
     "FORCE_PROMOTE": False,
     "USE_PRODUCTION_MODEL": True,
     "PYTORCH_CPU_THREADS": None,

@@ -468,6 +468,11 @@ def build_parser() -> argparse.ArgumentParser:
     from aifactory.export.commands import add_parsers as add_export_parsers
 
     add_export_parsers(sub)
+    from aifactory.evaluate.commands import add_parsers as add_eval_parsers
+    from aifactory.registry.commands import add_parsers as add_registry_parsers
+
+    add_eval_parsers(sub)
+    add_registry_parsers(sub)
 
     from aifactory.ops.commands import add_parsers as add_ops_parsers
 

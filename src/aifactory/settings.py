@@ -607,9 +607,47 @@ class Settings(BaseSettings):
     eval_save_to_db: bool = setting(True, "Store evaluation results in the database.", EVAL)
     eval_max_tokens: int = setting(120, "Tokens generated per evaluation prompt.", EVAL, ge=1)
     promotion_min_score: float = setting(
-        0.72, "Minimum evaluation score (0..1) a model needs to be promoted.", EVAL, ge=0, le=1
+        0.25,
+        "Minimum evaluation score (0..1) a model needs to be promoted (docs/evaluation.md: calibration).",
+        EVAL,
+        ge=0,
+        le=1,
     )
     force_promote: bool = setting(False, "Promote even below PROMOTION_MIN_SCORE (emergencies).", EVAL)
+    promotion_tolerance: float = setting(
+        0.03,
+        "A candidate may score this much below production and still count as not worse (task noise).",
+        EVAL,
+        ge=0,
+        le=1,
+    )
+    auto_promote: bool = setting(
+        False, "Promote automatically after each evaluation that passes the gate.", EVAL
+    )
+    eval_prompts_file: str = setting(
+        "", "Prompt file for the evaluation; empty = DATA_DIR/eval_prompts.json, else the starter set.", EVAL
+    )
+    eval_mc_items: int = setting(
+        256, "Multiple-choice items per language at most (more = less noise, slower).", EVAL, ge=8
+    )
+    eval_growth_tokens: int = setting(
+        48, "Tokens generated greedily for each growth sample.", EVAL, ge=1, le=1024
+    )
+    eval_time_budget_sec: float = setting(
+        600.0, "The evaluator engine gives up an evaluation that takes longer than this.", EVAL, gt=0
+    )
+    eval_threads: int = setting(
+        2, "CPU threads of the evaluator engine (it runs at low priority).", EVAL, ge=1
+    )
+    eval_poll_sec: float = setting(
+        30.0, "Seconds between two looks of the evaluator engine for a new best checkpoint.", EVAL, gt=0
+    )
+    model_keep_versions: int = setting(
+        5, "Registered model versions kept besides production and its rollback target.", EVAL, ge=0
+    )
+    model_min_free_gb: float = setting(
+        1.0, "A promotion is refused when the data directory would have less free disk than this.", EVAL, ge=0
+    )
 
     # --- export and fine-tuning ------------------------------------------------------------------
     export_dir: str = setting(

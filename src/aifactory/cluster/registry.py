@@ -83,6 +83,14 @@ ENGINES = (
         own_process=True,
         follows_ignite=False,
     ),
+    EngineSpec(
+        "evaluator",
+        "aifactory.evaluate.engine:run",
+        "Evaluates each new best checkpoint within EVAL_TIME_BUDGET_SEC at low priority, in its own "
+        "process; promotes it through the gate when AUTO_PROMOTE=1.",
+        roles=("master",),
+        own_process=True,
+    ),
 )
 
 

@@ -255,6 +255,14 @@ class ShardSource:
             windows[mine] = stream[starts[:, None] + torch.arange(span)]
         return list(windows.view(count, batch_size, span).unbind(0))
 
+    def validation_documents(self) -> dict[str, list[np.ndarray]]:
+        """Per language, the tokens of each validation document the windows are laid over (EOS last),
+        oldest first: fixed for one `val_version` (the evaluation's multiple-choice task is built on them)."""
+        return {
+            language: [self.document_tokens(int(p)) for p in docs]
+            for language, docs in self._val_docs.items()
+        }
+
     def exposed_val_tokens(self, language: str | None = None) -> int:
         """Validation tokens the windows are laid over (of one language, or all)."""
         lengths = self._index["length"].astype(np.int64)

@@ -443,3 +443,142 @@ export_jobs = sa.Table(
     sa.Column("updated_at", sa.Float),
 )
 sa.Index("ix_export_jobs_status", export_jobs.c.status)
+
+# --- evaluation and model registry (issue #12) ---------------------------------------------------------
+# One evaluation_runs row per finished evaluation, written in one transaction with its parts, prompt
+# results and growth samples: an interrupted evaluation leaves nothing. evaluation_jobs is the progress
+# of evaluations asked for through the API (a job is not a run). model_versions are the registered,
+# immutable version directories under DATA_DIR/models; model_registry is one row (id 1) that says which
+# version is production and which is its rollback target, moved by compare-and-set on `revision`, so
+# of two promotions at once exactly one wins. model_promotions is the history of moves and refusals.
+
+evaluation_runs = sa.Table(
+    "evaluation_runs",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(64), nullable=False),  # best, latest, production, v3, a path's name
+    sa.Column("checkpoint", sa.String(255), nullable=False),  # the checkpoint directory's name
+    sa.Column("version", sa.Integer),  # the model version it was, when it was a registered one
+    sa.Column("step", sa.BigInteger, nullable=False),
+    sa.Column("tokens_seen", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("digest", sa.String(64), nullable=False),  # sha256 of the weights
+    sa.Column("task_version", sa.String(64), nullable=False),  # scores compare only within one
+    sa.Column("score", sa.Float, nullable=False),  # 0..1, see docs/evaluation.md
+    sa.Column("mc_accuracy", sa.Float, nullable=False),
+    sa.Column("mc_chance", sa.Float, nullable=False),
+    sa.Column("bpb", sa.Float),
+    sa.Column("prompt_score", sa.Float),
+    sa.Column("report", sa.JSON, nullable=False),  # the whole report, as `aifactory eval --json` prints
+    sa.Column("seconds", sa.Float, nullable=False),
+    sa.Column("node_id", sa.String(128), nullable=False, server_default=""),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+sa.Index("ix_evaluation_runs_digest", evaluation_runs.c.digest)
+
+evaluation_parts = sa.Table(
+    "evaluation_parts",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column(
+        "run_id", sa.BigInteger, sa.ForeignKey("evaluation_runs.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("part", sa.String(32), nullable=False),  # mc, bpb
+    sa.Column("language", sa.String(16), nullable=False),  # "" = overall
+    sa.Column("value", sa.Float),  # accuracy for mc, bits per byte for bpb
+    sa.Column("chance", sa.Float),  # mc: the accuracy of guessing
+    sa.Column("items", sa.Integer, nullable=False, server_default="0"),
+)
+sa.Index("ix_evaluation_parts_run", evaluation_parts.c.run_id)
+
+prompt_results = sa.Table(
+    "prompt_results",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column(
+        "run_id", sa.BigInteger, sa.ForeignKey("evaluation_runs.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("prompt_id", sa.String(128), nullable=False),
+    sa.Column("language", sa.String(16), nullable=False),
+    sa.Column("prompt", sa.Text, nullable=False),
+    sa.Column("output", sa.Text, nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("matched", sa.JSON, nullable=False),  # the expected keywords found in the output
+)
+sa.Index("ix_prompt_results_run", prompt_results.c.run_id)
+
+growth_samples = sa.Table(
+    "growth_samples",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column(
+        "run_id", sa.BigInteger, sa.ForeignKey("evaluation_runs.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("step", sa.BigInteger, nullable=False),
+    sa.Column("prompt_id", sa.String(128), nullable=False),
+    sa.Column("language", sa.String(16), nullable=False),
+    sa.Column("prompt", sa.Text, nullable=False),
+    sa.Column("output", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+sa.Index("ix_growth_samples_prompt", growth_samples.c.prompt_id, growth_samples.c.step)
+
+evaluation_jobs = sa.Table(
+    "evaluation_jobs",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(1000), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # running, done, failed
+    sa.Column("progress", sa.Float, nullable=False, server_default="0"),
+    sa.Column("message", sa.Text, nullable=False, server_default=""),
+    sa.Column("run_id", sa.BigInteger),
+    sa.Column("error", sa.Text, nullable=False, server_default=""),
+    sa.Column("pid", sa.Integer),
+    sa.Column("node_id", sa.String(128), nullable=False, server_default=""),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("finished_at", sa.Float),
+    sa.Column("updated_at", sa.Float),
+)
+
+model_versions = sa.Table(
+    "model_versions",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("version", sa.Integer, nullable=False, unique=True),  # v<version>
+    sa.Column("digest", sa.String(64), nullable=False, unique=True),  # sha256 of the weights
+    sa.Column("origin", sa.String(16), nullable=False),  # checkpoint, import, update
+    sa.Column("checkpoint", sa.String(255), nullable=False, server_default=""),
+    sa.Column("step", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("tokenizer_hash", sa.String(64), nullable=False, server_default=""),
+    sa.Column("dataset_version", sa.String(128), nullable=False, server_default=""),
+    sa.Column("parameters", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("size_bytes", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("card", sa.JSON, nullable=False),  # model_card.json
+    sa.Column("node_id", sa.String(128), nullable=False, server_default=""),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("deleted_at", sa.Float),  # its directory was removed by retention
+)
+
+model_registry = sa.Table(
+    "model_registry",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),  # always 1
+    sa.Column("production", sa.Integer),  # a model_versions.version
+    sa.Column("previous", sa.Integer),  # the rollback target
+    sa.Column("revision", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("updated_at", sa.Float),
+)
+
+model_promotions = sa.Table(
+    "model_promotions",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("action", sa.String(16), nullable=False),  # promote, rollback, refused
+    sa.Column("version", sa.Integer),
+    sa.Column("previous", sa.Integer),
+    sa.Column("forced", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("candidate_score", sa.Float),
+    sa.Column("production_score", sa.Float),
+    sa.Column("rule", sa.Text, nullable=False, server_default=""),
+    sa.Column("node_id", sa.String(128), nullable=False, server_default=""),
+    sa.Column("created_at", sa.Float, nullable=False),
+)

@@ -212,7 +212,8 @@ def add_parsers(sub: Any) -> None:
         parser.add_argument(
             "--checkpoint",
             metavar="NAME_OR_PATH",
-            help="latest, best, backup (in DATA_DIR/checkpoints) or a checkpoint directory; default best",
+            help="latest, best, backup (in DATA_DIR/checkpoints), production or vN (the registry) or a "
+            "checkpoint directory; default best",
         )
         parser.add_argument(
             "--tokenizer",

@@ -93,6 +93,17 @@ def checkpoint_directory(settings: Settings, checkpoint: str | None) -> tuple[Pa
     root = checkpoint_root(settings)
     if checkpoint is None:
         checkpoint = "best" if _pointer(root, "best") is not None else "latest"
+    if checkpoint == "production" or (checkpoint.startswith("v") and checkpoint[1:].isdigit()):
+        from aifactory.serve.catalog import registry_entry
+
+        entry = registry_entry(settings, checkpoint)
+        if entry is None:
+            raise ExportNotFound(
+                "no model has been promoted to production yet"
+                if checkpoint == "production"
+                else f"there is no model version {checkpoint} (`aifactory models` lists them)"
+            )
+        return entry.directory, f"model version {entry.directory.name} ({checkpoint})"
     if checkpoint in CHECKPOINT_NAMES:
         directory = _pointer(root, checkpoint)
         if directory is None:
@@ -136,8 +147,7 @@ def resolve(
     settings: Settings, *, checkpoint: str | None = None, tokenizer: Path | None = None
 ) -> ExportSource:
     """What to export, checked: everything but reading the weights. Raises ExportError."""
-    # The registry's `--version V` becomes a branch here that fills ExportSource from the version
-    # directory (its weights, config, tokenizer files and meta) instead of a checkpoint.
+    # A model version (production, vN) is a directory like a checkpoint's, with its tokenizer inside.
     directory, origin = checkpoint_directory(settings, checkpoint)
     try:
         meta = json.loads((directory / META).read_text())
@@ -154,7 +164,9 @@ def resolve(
             f"{directory} was trained on raw bytes (`aifactory train --text-file`): it has no tokenizer "
             "that other tools could use; export a model trained on the token dataset"
         )
-    if tokenizer is None:
+    if tokenizer is None and (directory / "tokenizer" / "tokenizer.json").is_file():
+        tokenizer_dir = directory / "tokenizer"  # a model version carries its own
+    elif tokenizer is None:
         tokenizer_dir = find_tokenizer(settings, trained_with)
     else:
         tokenizer_dir = Path(tokenizer).expanduser()

@@ -79,9 +79,26 @@ def checkpoints_root(settings: Settings) -> Path:
 
 
 def registry_entry(settings: Settings, name: str) -> ModelEntry | None:
-    """`production` and `vN` from the model registry. The registry does not exist yet: nothing is
-    promoted, no version is known. This is the one place that will look them up."""
-    return None
+    """`production` and `vN` from the model registry: DATA_DIR/models/production.json names the
+    production version, DATA_DIR/models/vN/meta.json describes a version (registry/pointer.py). Two
+    small files, no database: read per request, so a promotion or rollback is followed at once."""
+    from aifactory.registry import pointer
+
+    if name == "production":
+        current = pointer.read(settings)
+        if current is None:
+            return None
+        version = int(current["version"])
+    elif name.startswith("v") and name[1:].isdigit():
+        version = int(name[1:])
+    else:
+        return None
+    directory = pointer.version_dir(settings, version)
+    try:
+        meta = json.loads((directory / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None  # not registered, or removed by retention
+    return ModelEntry(name=name, directory=directory, meta=meta)
 
 
 def _pointer(settings: Settings, name: str) -> ModelEntry | None:

@@ -26,8 +26,10 @@ from aifactory.web.routes import (
     control,
     datasets,
     documents,
+    evals,
     exports,
     generate,
+    models,
     ollama_api,
     openai_api,
     policies,
@@ -63,6 +65,10 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.include_router(control.router)
     app.include_router(policies.admin_router)
     app.include_router(exports.admin_router)
+    for router in (evals.router, models.router):
+        app.include_router(router, dependencies=[ReadAccess])
+    app.include_router(evals.admin_router)
+    app.include_router(models.admin_router)
     # The generation APIs (docs/serving.md): open by default, API_KEYS when set (web/auth.py ApiKey).
     app.include_router(generate.router)
     app.include_router(openai_api.router)

@@ -39,8 +39,8 @@ class ExportRequest(BaseModel):
     checkpoint: str | None = Field(
         None,
         max_length=1000,
-        description="latest, best, backup, or a checkpoint directory on the server (default: best, or "
-        "latest when there is no best). Not used by lora.",
+        description="latest, best, backup, production, vN, or a checkpoint directory on the server "
+        "(default: best, or latest when there is no best). Not used by lora.",
     )
     type: GGUFType | None = Field(None, description="GGUF weight type (default EXPORT_GGUF_TYPE).")
     name: str | None = Field(
