@@ -83,7 +83,6 @@ def test_the_end_to_end_script_passes_against_a_live_factory(tmp_path: Path) -> 
                     "BASE_URL": f"http://127.0.0.1:{port}",
                     "ADMIN_API_TOKEN": TOKEN,
                     "E2E_TIMEOUT_SEC": "240",
-                    "E2E_SKIP_EVAL": "1",
                 },
                 capture_output=True,
                 text=True,
