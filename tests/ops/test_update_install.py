@@ -7,10 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from aifactory.registry import pointer, versions
-
 from aifactory.dataset.builder import build
 from aifactory.db import Database
+from aifactory.registry import pointer, versions
 from aifactory.train.engine import checkpoint_dir
 from tests.conftest import wait_for
 from tests.dataset.helpers import add_documents, trained_tokenizer
