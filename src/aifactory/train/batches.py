@@ -34,12 +34,15 @@ class BatchSource(Protocol):
     train_tokens: int  # tokens in the training split (an epoch = this many tokens seen)
     token_bytes: torch.Tensor  # [vocab_size] int64: UTF-8 bytes each token stands for, 0 = special
 
-    def train_batch(self, batch_size: int, seq_len: int, generator: torch.Generator) -> torch.Tensor:
-        """[batch_size, seq_len + 1] int64 random training windows (inputs and shifted targets).
+    def train_batch(
+        self, batch_size: int, seq_len: int, generator: torch.Generator, rows: slice | None = None
+    ) -> torch.Tensor:
+        """[batch_size, seq_len + 1] int64 random training windows (inputs and shifted targets), or
+        only `rows` of them.
 
         Every random choice must come from `generator` (CPU), so equal generator states give equal
-        batches. Under DDP every rank asks for the global batch with the same generator state and keeps
-        its own rows, which is what makes N processes see exactly the data one process would."""
+        batches. Under DDP every rank draws the global batch with the same generator state and reads
+        only its own `rows`, which is what makes N processes see exactly the data one process would."""
         ...
 
     def val_batches(self, batch_size: int, seq_len: int, count: int) -> list[torch.Tensor]:
@@ -133,11 +136,14 @@ class TokenArraySource:
         self.version = self._version_digest.hexdigest()[:16]
         return True
 
-    def train_batch(self, batch_size: int, seq_len: int, generator: torch.Generator) -> torch.Tensor:
+    def train_batch(
+        self, batch_size: int, seq_len: int, generator: torch.Generator, rows: slice | None = None
+    ) -> torch.Tensor:
         span = seq_len + 1
         if self._train.numel() < span:
             raise SourceUnavailable(f"{self.name}: {self._train.numel()} training tokens, {span} needed")
         starts = torch.randint(0, self._train.numel() - span + 1, (batch_size,), generator=generator)
+        starts = starts[rows] if rows is not None else starts
         return self._train[starts[:, None] + torch.arange(span)]
 
     def val_batches(self, batch_size: int, seq_len: int, count: int) -> list[torch.Tensor]:
