@@ -21,6 +21,7 @@ from aifactory.cluster.context import EngineContext
 from aifactory.cluster.registry import EngineSpec
 from aifactory.cluster.runner import run_engine
 from aifactory.dataset.builder import build
+from aifactory.dataset.lock import dataset_lock
 from aifactory.dataset.shards import generation_dir, load_manifest
 from aifactory.dataset.source import open_source
 from aifactory.dataset.tokenizer import current
@@ -269,3 +270,15 @@ def test_a_postgresql_restore_refuses_a_database_with_tables_and_one_of_the_othe
     restored = Database(occupied.database_url)
     assert len(document_rows(restored)) == 10
     restored.dispose()
+
+
+def test_a_backup_waits_for_a_running_build_then_takes_its_last_commit(
+    small_backup: tuple[Settings, Path], tmp_path: Path
+) -> None:
+    source, _ = small_backup
+    settings = source.model_copy(update={"dataset_lock_wait_sec": 0.3})
+    with dataset_lock(settings.data_dir, 0, "a build that runs for long"):
+        manifest = backup(settings, tmp_path / "during")
+    assert manifest["dataset_state"] == "a build was running: its last commit was taken"
+    assert manifest["datasets"]["g0001"]["tag"] == "g1-v1"
+    assert backup(settings, tmp_path / "after")["dataset_state"] == "no build was running"

@@ -12,16 +12,21 @@ A backup is a folder:
     data/models/           registered model versions (production.json and v<N>/)
     data/node_id_master    the node's identity (the restored node is the same node)
 
-Consistency without stopping anything, by snapshotting the state each writer has already committed:
-the dataset builder appends to its files and commits by replacing manifest.json, so the backup reads
-each manifest first and copies exactly the bytes it covers, never a half-written build. Checkpoints are
+Consistency without stopping anything. The backup waits for a running dataset build like a second
+builder would (the dataset lock, up to DATASET_LOCK_WAIT_SEC) and, while it holds the lock, reads the
+dataset manifests and the checkpoint pointers and pins the database's state; then it lets builds go on
+and copies. A build that runs longer than that is not waited for: the builder appends to its files and
+commits by replacing manifest.json, so the backup copies exactly the bytes the manifest it read covers,
+never a half-written build (its new version is then built again after a restore). Checkpoints are
 immutable folders published by moving a pointer; the backup reads the pointers and at once hard-links the
 files they name into a staging folder, so a save (and its clean-up of old folders) during the copy
-changes nothing that is being copied. Both are captured *before* the database snapshot, so the database
-holds every document a dataset manifest or checkpoint refers to (a build committed meanwhile is built
-again after a restore). A restore copies into a staging folder beside the data directory, checking
-every size and hash on the way, and only then moves it into place: a damaged backup is refused, with
-the file named, before anything is replaced.
+changes nothing that is being copied (the trainer's background writer publishes a checkpoint the same
+way: folder first, pointer last). Both are captured *before* the database is pinned, so the database
+holds every document a dataset manifest or checkpoint refers to.
+
+A restore copies into a staging folder beside the data directory, checking every size and hash on the
+way, and only then moves it into place: a damaged backup is refused, with the file named, before
+anything is replaced.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ from typing import Any
 
 from aifactory import __version__
 from aifactory.autotune import cpu_cores
+from aifactory.dataset import DatasetError
+from aifactory.dataset.lock import dataset_lock
 from aifactory.dataset.shards import INDEX_DTYPE, Manifest, dataset_root, shard_path
 from aifactory.dataset.tokenizer import tokenizer_root
 from aifactory.db.database import sqlite_path
@@ -291,8 +298,24 @@ def backup(settings: Settings, target: Path) -> dict[str, Any]:
     staging = data_dir / f".backup-staging-{os.getpid()}"
     started = time.monotonic()
     try:
-        snapshot = plan(settings, staging)  # the files' commit points first...
-        dump_file, summary = database_dump.dump(url, partial)  # ...then the database, which covers them
+        with contextlib.ExitStack() as database:
+            with contextlib.ExitStack() as lock:
+                # While no dataset build runs, the dataset files and the database agree exactly: wait
+                # for a running build like a second builder does; if it runs longer, snapshot what it
+                # has committed (consistent too; its version is then built again after a restore).
+                try:
+                    lock.enter_context(
+                        dataset_lock(
+                            data_dir, settings.dataset_lock_wait_sec, f"aifactory backup, pid {os.getpid()}"
+                        )
+                    )
+                    dataset_state = "no build was running"
+                except DatasetError:
+                    dataset_state = "a build was running: its last commit was taken"
+                snapshot = plan(settings, staging)  # the files' commit points first...
+                pin = database.enter_context(database_dump.pinned(url))  # ...then the database
+            # The dataset lock is released here: builds go on while the copy runs.
+            dump_file, summary = pin.write(partial), pin.summary
         files: dict[str, dict[str, Any]] = {}
 
         def copy(item: Item) -> tuple[str, int, str]:
@@ -320,6 +343,7 @@ def backup(settings: Settings, target: Path) -> dict[str, Any]:
         "host": socket.gethostname(),
         "database": {"backend": "sqlite" if sqlite_path(url) else "postgresql", "file": dump_file.name},
         "database_summary": summary,
+        "dataset_state": dataset_state,
         **snapshot.summary,
         "seconds": round(time.monotonic() - started, 3),
         "files": files,

@@ -8,11 +8,13 @@ The password travels in PGPASSWORD, never on a command line that `ps` shows.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sqlite3
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,40 +29,55 @@ class DumpError(Exception):
     """The database cannot be dumped or restored; the message says why and what to do."""
 
 
-def dump(url: str, directory: Path) -> tuple[Path, dict[str, Any]]:
-    """Write the database at `url` into `directory`; returns the file and the summary of what it holds
-    (documents, the newest dataset version), read from the very snapshot that was dumped."""
+@dataclass
+class Pinned:
+    """The database as of one instant, held open until written: `summary` (documents, the newest dataset
+    version) is read from that instant, and `write(directory)` dumps exactly it."""
+
+    summary: dict[str, Any]
+    write: Callable[[Path], Path]
+
+
+@contextlib.contextmanager
+def pinned(url: str) -> Iterator[Pinned]:
+    """Fix the database's state now, so what is written later is this state, whatever commits meanwhile.
+
+    SQLite: a read transaction on a connection of its own; the online backup API, called on that
+    connection, copies the pages of that transaction (WAL mode: writers go on). PostgreSQL: a REPEATABLE
+    READ transaction whose snapshot is exported and handed to pg_dump (--snapshot)."""
     path = sqlite_path(url)
     if path is not None:
-        target = _sqlite_backup(path, directory / SQLITE_FILE)
-        copy = sqlite3.connect(f"file:{target}?mode=ro", uri=True)
+        if not path.is_file():
+            raise DumpError(f"the SQLite database {path} does not exist")
+        source = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, isolation_level=None)
         try:
-            return target, _summary(lambda sql: copy.execute(sql).fetchone())
+            source.execute("BEGIN")
+            summary = _summary(lambda sql: source.execute(sql).fetchone())
+
+            def write_sqlite(directory: Path) -> Path:
+                return _sqlite_copy(source, directory / SQLITE_FILE)
+
+            yield Pinned(summary, write_sqlite)
         finally:
-            copy.close()
-    target = directory / POSTGRES_FILE
+            source.close()
+        return
     db = Database(url, pool_size=1)
     try:
         with db.engine.connect() as conn:
-            # pg_dump reads the snapshot this transaction exports: the summary and the dump agree.
             conn.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
             snapshot = conn.execute(sa.text("SELECT pg_export_snapshot()")).scalar_one()
             summary = _summary(lambda sql: conn.execute(sa.text(sql)).fetchone())
-            _run_pg(
-                "pg_dump",
-                url,
-                [
-                    "--format=custom",
-                    "--no-owner",
-                    "--no-privileges",
-                    f"--snapshot={snapshot}",
-                    f"--file={target}",
-                ],
-            )
+
+            def write_postgres(directory: Path) -> Path:
+                target = directory / POSTGRES_FILE
+                options = ["--format=custom", "--no-owner", "--no-privileges", f"--snapshot={snapshot}"]
+                _run_pg("pg_dump", url, [*options, f"--file={target}"])
+                return target
+
+            yield Pinned(summary, write_postgres)
             conn.rollback()
     finally:
         db.dispose()
-    return target, summary
 
 
 def _summary(one: Callable[[str], Any]) -> dict[str, Any]:
@@ -125,19 +142,24 @@ def table_names(url: str) -> list[str]:
 def _sqlite_backup(source: Path, target: Path) -> Path:
     if not source.exists():
         raise DumpError(f"the SQLite database {source} does not exist")
+    connection = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30)
+    try:
+        return _sqlite_copy(connection, target)
+    finally:
+        connection.close()
+
+
+def _sqlite_copy(source: sqlite3.Connection, target: Path) -> Path:
+    """The online backup of `source` (of its open read transaction, if it has one) into `target`."""
     temporary = target.with_name(target.name + ".tmp")
     temporary.unlink(missing_ok=True)
-    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30)
+    destination = sqlite3.connect(temporary)
     try:
-        dst = sqlite3.connect(temporary)
-        try:
-            src.backup(dst)
-            # One self-contained file: no -wal beside it to lose in a copy.
-            dst.execute("PRAGMA journal_mode=DELETE")
-        finally:
-            dst.close()
+        source.backup(destination)
+        # One self-contained file: no -wal beside it to lose in a copy.
+        destination.execute("PRAGMA journal_mode=DELETE")
     finally:
-        src.close()
+        destination.close()
     os.replace(temporary, target)
     return target
 
