@@ -26,11 +26,13 @@ function post(label, path, body) {
   return store.act(label, () => api(path, { method: "POST", body })).then(refresh);
 }
 
-// The collector's fetch rate over its last crawl cycle (the crawler reports no count of busy fetchers).
+// Fetches in flight on the node's collector, and its fetch rate over its last crawl cycle.
 function fetchers(node) {
   const collector = node.engines.find((e) => e.name === "collector");
-  const value = collector && collector.counters.pages_per_sec;
-  return value === undefined ? "—" : num(value, 1);
+  const active = collector && collector.counters.active_fetchers;
+  const rate = collector && collector.counters.pages_per_sec;
+  if (active === undefined) return "—";
+  return rate === undefined ? num(active) : `${num(active)} (${num(rate, 1)} ${t("pages_per_sec")})`;
 }
 
 function render() {
