@@ -55,8 +55,10 @@ install-test: $(VENV)/.installed-test system-test-tools
 
 # The browser, deployment and service tests drive real tools: Debian's Chromium (with CJK fonts, or
 # Japanese renders as boxes), shellcheck, docker-compose (it validates compose files without an engine)
-# and systemd-analyze. As root with apt they are installed; otherwise the missing ones are named.
-SYSTEM_TEST_TOOLS := chromium:chromium shellcheck:shellcheck docker-compose:docker-compose systemd-analyze:systemd
+# and systemd-analyze; pg_dump/pg_restore for the PostgreSQL backups. As root with apt they are installed;
+# otherwise the missing ones are named.
+SYSTEM_TEST_TOOLS := chromium:chromium shellcheck:shellcheck docker-compose:docker-compose systemd-analyze:systemd \
+	pg_dump:postgresql-client pg_restore:postgresql-client
 system-test-tools:
 	@missing=""; for pair in $(SYSTEM_TEST_TOOLS); do \
 		command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \

@@ -70,7 +70,7 @@ def settings_for(data_dir: Path, model: str, threads: int) -> Settings:
         train_seq_len=384,
         pytorch_cpu_threads=threads,
         train_use_amp=False,
-        val_eval_batches=16,
+        val_eval_tokens=16 * 4 * 384,
     )
 
 

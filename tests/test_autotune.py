@@ -24,6 +24,22 @@ def test_the_table_follows_memory_and_gpu() -> None:
     assert small["pytorch_cpu_threads"] == 1
 
 
+def test_gpu_presets_follow_the_gpus_memory() -> None:
+    def on_gpu(memory: float) -> dict:
+        machine = Hardware(
+            cpu_cores=16, total_ram_gb=128, available_ram_gb=120, device="cuda", gpu_memory_gb=memory
+        )
+        return recommend(machine, realtime=True)
+
+    assert (
+        on_gpu(0.0)["model_size"] == "base" and on_gpu(0.0)["train_seq_len"] == 512
+    )  # unknown: the original's
+    assert (on_gpu(16)["model_size"], on_gpu(16)["train_seq_len"]) == ("base", 1024)
+    assert on_gpu(24)["train_batch_size"] > on_gpu(16)["train_batch_size"]
+    big = on_gpu(139)
+    assert (big["model_size"], big["train_seq_len"], big["train_batch_size"]) == ("medium", 2048, 32)
+
+
 def test_realtime_lowers_memory_sensitive_limits_when_memory_is_short() -> None:
     calm = recommend(hw(32, 30), realtime=True)
     pressed = recommend(hw(32, 1.0), realtime=True)

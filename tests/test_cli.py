@@ -39,7 +39,7 @@ def test_config_lists_every_seed_variable_and_masks_secrets(tmp_path: Path) -> N
     assert "top-secret" not in result.stdout and "hunter2" not in result.stdout
     assert lines["ADMIN_API_TOKEN"].startswith("ADMIN_API_TOKEN=***") and "# set" in lines["ADMIN_API_TOKEN"]
     assert (
-        lines["PROMOTION_MIN_SCORE"].startswith("PROMOTION_MIN_SCORE=0.72")
+        lines["PROMOTION_MIN_SCORE"].startswith("PROMOTION_MIN_SCORE=0.25")
         and "# default" in lines["PROMOTION_MIN_SCORE"]
     )
     assert "auto-tune profile" in result.stdout and "max_crawler_workers" in result.stdout

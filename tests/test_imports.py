@@ -49,6 +49,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "aifactory.evaluate",
             "aifactory.registry",
             "aifactory.export",
+            "aifactory.ops",
             "aifactory.web.auth",
             "aifactory.web.context",
             "aifactory.web.errors",

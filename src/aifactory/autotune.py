@@ -107,10 +107,28 @@ def detect_hardware() -> Hardware:
     )
 
 
+# (GPU memory GiB at least, (model size, sequence length, micro-batch, max generate tokens)): bf16
+# activations of that micro-batch fit with the model's fp32 weights and AdamW state; fewer sequences
+# per micro-batch than the tokens per step wanted are made up by accumulation (TRAIN_TOKENS_PER_STEP).
+GPU_PRESETS = (
+    (70.0, ("medium", 2048, 32, 1024)),  # H100/H200/A100 80 GB
+    (40.0, ("medium", 2048, 16, 1024)),  # A100 40 GB, L40S, A6000
+    (20.0, ("base", 1024, 16, 768)),  # RTX 3090/4090, A10
+    (10.0, ("base", 1024, 8, 512)),  # RTX 3080, T4 (16 GB)
+)
+
+
+def gpu_preset(memory_gb: float) -> tuple[str, int, int, int]:
+    for least, preset in GPU_PRESETS:
+        if memory_gb >= least:
+            return preset
+    return "base", 512, 8, 384  # the original's choice for any GPU (also when its memory is unknown)
+
+
 def recommend(hw: Hardware, realtime: bool) -> dict[str, int | str]:
     """The auto-tune table (kept from the original so existing users see the same choices)."""
     if hw.device == "cuda":
-        size, seq, batch, tokens = "base", 512, 8, 384
+        size, seq, batch, tokens = gpu_preset(hw.gpu_memory_gb)
     elif hw.total_ram_gb >= 24:
         size, seq, batch, tokens = "small", 512, 6, 256
     elif hw.total_ram_gb >= 12:

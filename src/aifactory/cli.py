@@ -17,6 +17,9 @@ aifactory generate "prompt"   print one answer of the model, token by token (--j
 aifactory chat          an interactive chat with the model in the terminal (/reset, /quit)
 aifactory export hf|gguf|ollama|lmstudio  export a trained model (docs/export.md)
 aifactory finetune lora --base DIR --output OUT  LoRA on an existing open model, merged, as GGUF
+aifactory service install [--user] | status | uninstall   the node as a systemd service
+aifactory backup [DIR]  a consistent backup while the factory runs; aifactory restore DIR [--force]
+aifactory update model --from URL [--promote] | update app --from URL   updates from a version.json
 """
 
 from __future__ import annotations
@@ -503,6 +506,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_parsers(sub)
     add_registry_parsers(sub)
+
+    from aifactory.ops.commands import add_parsers as add_ops_parsers
+
+    add_ops_parsers(sub)
     return parser
 
 

@@ -145,6 +145,19 @@ class Settings(BaseSettings):
         "Host names the API answers to besides localhost, loopback and HOST (*.example.com, or * = any).",
         ADMIN,
     )
+    # --- dashboard (issue #16) ---
+    db_ui_url: str = setting(
+        "",
+        "Address of a database console (e.g. Adminer) linked from the dashboard header; empty = none.",
+        ADMIN,
+    )
+    dashboard_push_sec: float = setting(
+        2.0,
+        "Seconds between the dashboard's live-update checks (one stream per open page).",
+        ADMIN,
+        ge=0.2,
+        le=60,
+    )
     max_request_bytes: int = setting(
         1_048_576,
         "Largest request body accepted (413 beyond), checked before authentication.",
@@ -514,8 +527,12 @@ class Settings(BaseSettings):
     pytorch_cpu_threads: Annotated[int | None, BeforeValidator(_empty_is_auto)] = setting(
         None, "Torch CPU threads (auto: cores - 1).", TRAIN, ge=1, le=1024
     )
-    val_eval_every: int = setting(25, "Optimizer steps between validation evaluations.", TRAIN, ge=1)
-    val_eval_batches: int = setting(20, "Fixed validation batches per evaluation.", TRAIN, ge=1)
+    val_eval_every: int = setting(
+        25, "Optimizer steps between validation evaluations when VAL_EVAL_EVERY_MIN is 0.", TRAIN, ge=1
+    )
+    val_eval_batches: int = setting(
+        20, "Validation budget when VAL_EVAL_TOKENS is 0: this many batches of 2,048 tokens.", TRAIN, ge=1
+    )
     early_stopping_patience: int = setting(
         6, "Evaluations without improvement before training pauses for new data.", TRAIN, ge=1
     )
@@ -553,6 +570,40 @@ class Settings(BaseSettings):
         TRAIN,
         ge=0,
         le=19,
+    )
+    # issue 14: the trainer at the machine's speed, checkpoints and data that cannot be corrupted
+    dataset_lock_wait_sec: float = setting(
+        120.0, "A second dataset builder waits this long for the first, then refuses.", TOKENIZER, ge=0
+    )
+    val_eval_every_min: float = setting(
+        5.0, "Minutes between validation evaluations; 0 = every VAL_EVAL_EVERY steps.", TRAIN, ge=0
+    )
+    val_eval_tokens: int = setting(
+        0,
+        "Validation tokens per evaluation, the same windows every time (0 = VAL_EVAL_BATCHES).",
+        TRAIN,
+        ge=0,
+    )
+    train_checkpoint_every_min: float = setting(
+        10.0,
+        "Minutes between two saves of `latest` (and at Stop); 0 = at the end of every cycle.",
+        TRAIN,
+        ge=0,
+    )
+    train_keep_snapshots: int = setting(
+        2, "Older checkpoints kept besides latest, best and backup.", TRAIN, ge=0, le=1000
+    )
+    train_lr_recover_steps: int = setting(
+        200, "Stable steps after which a learning rate lowered by a NaN is doubled back.", TRAIN, ge=1
+    )
+    train_prefetch_batches: int = setting(
+        2, "Micro-batches the loader draws ahead on a thread; 0 = on the training thread.", TRAIN, ge=0, le=64
+    )
+    train_tokens_per_step: int = setting(
+        0,
+        "Tokens per optimizer step, reached by accumulation (0 = auto: 262,144 on CUDA, else 1 batch).",
+        TRAIN,
+        ge=0,
     )
 
     # --- inference -------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from aifactory.dataset.tokenizer import Tokenizer
 from aifactory.db.database import Database
 from aifactory.serve.template import END, render_chat
 from aifactory.settings import Settings
-from aifactory.train.batches import Windows, inputs_and_targets
+from aifactory.train.loader import Batch
 from aifactory.train.runtime import setup_runtime
 from aifactory.train.trainer import Trainer
 from tests.chat.helpers import add_conversations, conversation_set
@@ -48,9 +48,9 @@ def test_the_loss_mask_covers_assistant_tokens_only(tokenizer: Tokenizer) -> Non
         "Water that flows to the sea.Water that stays in one place."
     )
     # As the trainer sees it: targets the loss ignores are -1, the rest are the assistant's tokens.
-    windows = Windows(torch.from_numpy(ids.astype(np.int64))[None], torch.from_numpy(mask)[None])
-    _, targets = inputs_and_targets(windows, 0, 1, torch.device("cpu"))
-    assert targets[0][targets[0] >= 0].tolist() == learnt
+    batch = Batch(torch.from_numpy(ids.astype(np.int64))[None], torch.from_numpy(mask)[None, 1:])
+    targets = batch.targets[0]
+    assert targets[targets >= 0].tolist() == learnt
 
 
 def mixed_settings(make_settings: Any, db: Database, **overrides: Any) -> Settings:
@@ -72,11 +72,19 @@ def test_batches_mix_conversations_at_the_ratio_and_bound_the_synthetic_share(
     assert isinstance(source, ChatMixSource) and source.synthetic_share() == 0.3
     batch = source.train_batch(4000, 32, torch.Generator().manual_seed(0))
     bos = tokenizer.bos_id
-    chat = ~batch.loss_mask[:, 1:].all(1)
+    chat = ~batch.loss_mask.all(1)
     assert abs(float(chat.float().mean()) - 0.25) < 0.03
     assert bool((batch.tokens[chat, 0] == bos).all())  # a conversation window starts at its start
     again = source.train_batch(4000, 32, torch.Generator().manual_seed(0))
     assert torch.equal(again.tokens, batch.tokens) and torch.equal(again.loss_mask, batch.loss_mask)
+    # A DDP rank builds only its rows, and they are exactly those rows of the whole batch.
+    generator = torch.Generator().manual_seed(0)
+    mine = source.train_batch(4000, 32, generator, rows=slice(1000, 2000))
+    assert torch.equal(mine.tokens, batch.tokens[1000:2000])
+    assert torch.equal(mine.loss_mask, batch.loss_mask[1000:2000])
+    whole = torch.Generator().manual_seed(0)
+    source.train_batch(4000, 32, whole)
+    assert torch.equal(generator.get_state(), whole.get_state())  # every rank's generator moves alike
     counts = {"synthetic": 0, "ingested": 0}
     for row in torch.nonzero(chat).flatten().tolist():
         ids = batch.tokens[row].tolist()
@@ -113,5 +121,5 @@ def test_synthetic_conversations_alone_stay_within_their_share(
     batch = with_chat_mix(tiny, open_source(tiny, corpus_db)).train_batch(
         4000, 32, torch.Generator().manual_seed(1)
     )
-    chat = ~batch.loss_mask[:, 1:].all(1)
+    chat = ~batch.loss_mask.all(1)
     assert abs(float(chat.float().mean()) - 0.5 * 0.4) < 0.03  # the rest are documents

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -73,6 +74,41 @@ def test_the_engine_crawls_while_ignited_and_stops_within_seconds(db: Database, 
     assert engine_counts["bytes"] == totals["crawl.bytes"] > 0
     assert engine_counts["cycles"] >= 2 and engine_counts["pages_per_sec"] > 0
     assert 80 > len([row for row in frontier_rows(db).values() if row["state"] == "done"]) >= 40
+
+
+def test_the_collector_reports_its_fetches_in_flight(db: Database, make_settings: Any) -> None:
+    """The dashboard's "active fetchers": a level read at each report, back to 0 when the crawl stops."""
+    routes = wide_site(20)
+    slow = page("<p>slow page</p>", title="slow")
+
+    async def slowly(request: Any) -> Any:
+        await asyncio.sleep(1.5)  # each fetch stays in flight across a report
+        return await slow(request)
+
+    for i in range(20):
+        routes[f"/p/{i}"] = slowly
+    with SiteServer(routes) as site:
+        settings = crawl_settings(
+            make_settings,
+            database_url=db.url,
+            web_seed_urls=[site.url("/")],
+            crawler_domain_min_interval_sec=0.05,
+        )
+        node = Node(settings, db, available_engines(), role="master")
+        node.start()
+        try:
+            commands.send_command(db, "start", node_id=node.node_id)
+
+            def active() -> float:
+                state = engine_state.load(db, node.node_id, "collector") or {}
+                return float((state.get("counters") or {}).get("active_fetchers", 0))
+
+            wait_for(lambda: active() >= 1, 60, "a fetch in flight to be reported")
+            commands.send_command(db, "stop", node_id=node.node_id)
+            wait_for(lambda: "collector" not in node.runners, 20, "the engine to stop")
+        finally:
+            node.stop()
+    assert active() == 0
 
 
 def test_the_crawl_waits_while_the_text_engine_is_behind(db: Database, make_settings: Any) -> None:

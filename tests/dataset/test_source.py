@@ -81,6 +81,25 @@ def test_equal_generator_states_draw_equal_windows(built: ShardSource) -> None:
     assert int(a.max()) < built.vocab_size
 
 
+def test_whole_batch_sampling_reads_the_same_windows_as_reading_row_by_row(built: ShardSource) -> None:
+    # The loader's vectorised gather (issue 14) keeps the sampler's order: the same batches for a seed.
+    generator = torch.Generator().manual_seed(11)
+    state = generator.get_state()
+    batch = built.train_batch(12, 1500, generator)  # long windows: across documents and the stream's end
+    generator.set_state(state)
+    draws = torch.rand(12, generator=generator, dtype=torch.float64).numpy() * built._train_cum[-1]
+    docs = np.minimum(np.searchsorted(built._train_cum, draws, side="right"), built._train_docs.size - 1)
+    before = np.where(docs > 0, built._train_cum[docs - 1], 0.0)
+    offsets = np.clip(
+        np.floor((draws - before) / built._train_weights[docs]), 0, built._train_lengths[docs] - 1
+    )
+    starts = built._train_starts[docs] + offsets.astype(np.int64)
+    rows = np.stack([built._stream(int(start), 1501) for start in starts])
+    assert torch.equal(batch, torch.from_numpy(rows))
+    share = built.train_batch(12, 1500, torch.Generator().manual_seed(11), rows=slice(4, 8))
+    assert torch.equal(share, batch[4:8])  # a DDP rank reads only its rows of the same global batch
+
+
 def test_a_window_is_a_documents_tail_then_whole_documents_from_their_start(
     built: ShardSource, settings: Settings, tokenizer: Tokenizer
 ) -> None:
@@ -283,6 +302,9 @@ class PositionStream(ShardSource):
         length = int(self._train_lengths[position])
         stop = length if stop is None else min(stop, length)
         return int(self._train_starts[position]) + np.arange(start, stop)
+
+    def stream_tokens(self, docs: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        return self._train_starts[docs] + offsets
 
 
 def test_the_start_and_the_body_of_long_documents_are_sampled_alike() -> None:

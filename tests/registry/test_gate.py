@@ -4,13 +4,14 @@ allows with force (recorded), rolls back, and of two promotions at once exactly 
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from typing import Any
 
 import pytest
 
 from aifactory.db.database import Database
-from aifactory.evaluate import store
+from aifactory.evaluate import store, suite
 from aifactory.registry import PromotionRefused, gate, pointer, versions
 from aifactory.serve import catalog
 from aifactory.settings import Settings
@@ -136,3 +137,22 @@ def test_a_promotion_without_enough_free_disk_is_refused(make_settings: Any, db:
         gate.promote(settings, db, force=True)
     assert versions.state(db)["production"] is None and versions.list_versions(db) == []
     assert not any(pointer.models_root(settings).glob("v*"))
+
+
+def test_the_candidate_survives_the_trainer_deleting_its_checkpoint_mid_evaluation(
+    make_settings: Any, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trainer keeps a few snapshots only: the gate holds its candidate's files while it works."""
+    settings = gated(make_settings, db, promotion_min_score=0.0)
+    original = train_and_save(settings, db, 1)
+    real_evaluate = suite.evaluate
+
+    def evaluate_while_the_trainer_cleans_up(*args: Any, **kwargs: Any) -> Any:
+        shutil.rmtree(original)  # what the snapshot bound does to an old step directory
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(suite, "evaluate", evaluate_while_the_trainer_cleans_up)
+    result = gate.promote(settings, db)
+    assert result["promoted"] and production_dir(settings) == "v1"
+    assert versions.get(db, 1)["checkpoint"] == original.name  # provenance names the checkpoint
+    assert not list(pointer.models_root(settings).glob(".hold-*"))  # the hold is gone

@@ -98,6 +98,7 @@ def test_copies_within_one_batch_are_caught_too(db: Database) -> None:
     assert outcome == {
         "docs.stored": 2,
         "docs.stored.web": 2,
+        "docs.language.en": 2,
         "docs.chars": outcome["docs.chars"],
         "docs.duplicate.exact": 2,
         "docs.duplicate.near": 1,

@@ -32,7 +32,7 @@ def save_step(store: CheckpointStore, step: int, pointers: tuple[str, ...] = ("l
 
 
 def test_save_and_load_round_trip_with_latest_backup_and_best(tmp_path: Path) -> None:
-    store = CheckpointStore(tmp_path)
+    store = CheckpointStore(tmp_path, keep_snapshots=0)
     first = save_step(store, 1)
     second = save_step(store, 2)
     best = save_step(store, 2, ("best",))
@@ -43,7 +43,7 @@ def test_save_and_load_round_trip_with_latest_backup_and_best(tmp_path: Path) ->
     assert store.pointer("backup") == first  # the checkpoint latest replaced
     assert store.pointer("best") == best and store.load("best", optimizer=False).optimizer is None
     save_step(store, 3)
-    # Only what a pointer names is kept: latest (3), backup (2) and best.
+    # With no older snapshots to keep, only what a pointer names is: latest (3), backup (2) and best.
     assert {p.name for p in tmp_path.glob("step-*")} == {
         store.pointer(n).name for n in ("latest", "backup", "best")
     }
@@ -140,7 +140,7 @@ def test_a_crash_at_any_stage_of_a_save_leaves_the_previous_checkpoint(
 def test_sigkill_during_checkpoint_writes_leaves_a_loadable_checkpoint(tmp_path: Path) -> None:
     root, rng = tmp_path / "checkpoints", random.Random(7)
     torn = 0
-    for _ in range(6):
+    for trial in range(6):
         writer = subprocess.Popen(
             [sys.executable, "-m", "tests.train.checkpoint_writer", str(root)],
             cwd=ROOT,
@@ -150,7 +150,13 @@ def test_sigkill_during_checkpoint_writes_leaves_a_loadable_checkpoint(tmp_path:
         )
         try:
             assert writer.stdout is not None and writer.stdout.readline().startswith("saved")
-            time.sleep(rng.uniform(0.0, 0.15))
+            if trial % 2:  # every other kill aims at a write in progress (saves stream: short windows)
+                deadline = time.monotonic() + 30
+                while not list(root.glob("*.partial")) and time.monotonic() < deadline:
+                    time.sleep(0.001)
+                time.sleep(rng.uniform(0.0, 0.01))
+            else:
+                time.sleep(rng.uniform(0.0, 0.15))
         finally:
             writer.send_signal(signal.SIGKILL)
             writer.wait(10)

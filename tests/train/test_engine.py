@@ -135,8 +135,8 @@ def test_an_unloadable_checkpoint_is_an_error_on_the_dashboard_not_a_fresh_start
     stop.set()
     thread.join(60)
     store = CheckpointStore(checkpoint_dir(settings))
-    for name in ("latest", "backup"):
-        (store.pointer(name) / "model.safetensors").write_bytes(b"garbage")
+    for directory in store.step_dirs():  # every checkpoint there is, not only latest and backup
+        (directory / "model.safetensors").write_bytes(b"garbage")
     latest = store.pointer("latest")
     stop, thread, _ = engine(lambda s: corpus_source())
     thread.join(60)

@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 
 from aifactory.cluster.node import Node
 from aifactory.db import Database
-from aifactory.db.schema import training_metrics
+from aifactory.db.schema import training_metrics, validation_metrics
 from aifactory.train import metrics
 from aifactory.train.metrics import MetricRow, MetricsWriter
 from aifactory.web.app import create_app
@@ -110,3 +110,55 @@ def test_api_serves_the_training_series(db: Database, make_settings) -> None:
         assert client.get("/api/metrics/training").json()["range"] == "day"
         bad = client.get("/api/metrics/training", params={"range": "fortnight"})
         assert bad.status_code == 422 and "10s" in bad.text
+
+
+def test_a_month_of_evaluation_history_survives_thinning(db: Database) -> None:
+    """A month of training: a per-step row every 2 minutes and an evaluation every 10 (as the trainer
+    writes them, interleaved in time). After thinning, every hour of the week chart and every 6 hours
+    of the month chart still has its validation loss, per language too."""
+    month = 30 * DAY
+    with db.begin() as conn:
+        now = db.now_value(conn)
+        rows, languages = [], []
+        for i, age in enumerate(range(month, 0, -120)):
+            evaluation = i % 5 == 2  # every 10 minutes, never the last row of an hour
+            rows.append(
+                dict(
+                    ts=now - age,
+                    node_id="n",
+                    step=i,
+                    epoch=0.0,
+                    tokens_seen=i,
+                    train_loss=3.0,
+                    lr=0.1,
+                    val_loss=2.0 + age / month if evaluation else None,
+                )
+            )
+            if evaluation:
+                languages += [
+                    dict(ts=now - age, node_id="n", step=i, language=name, val_loss=2.0, val_bpb=1.0)
+                    for name in ("en", "ja")
+                ]
+        conn.execute(training_metrics.insert(), rows)
+        conn.execute(validation_metrics.insert(), languages)
+    metrics.prune(db)
+    for range_name, buckets in (("week", 7 * 24), ("month", 30 * 4)):
+        _, points = metrics.series(db, range_name)
+        with_val = [p for p in points if p["val_loss"] is not None]
+        assert len(with_val) >= buckets - 2, (range_name, len(with_val), len(points))
+        per_language = metrics.language_series(db, range_name)
+        assert set(per_language) == {"en", "ja"}
+        assert all(len(series) >= buckets - 2 for series in per_language.values())
+    assert metrics.prune(db) == 0  # idempotent
+
+
+def test_evaluation_rows_do_not_count_against_the_per_step_cap(db: Database, monkeypatch) -> None:
+    monkeypatch.setattr(metrics, "MAX_ROWS", 50)
+    insert_at(db, list(range(120)))
+    MetricsWriter(db, "n", 0).write(row(500, val_loss=2.0), force=True)
+    metrics.prune(db)
+    with db.read() as conn:
+        evaluations = conn.execute(
+            sa.select(sa.func.count()).where(training_metrics.c.val_loss.is_not(None))
+        ).scalar_one()
+    assert evaluations == 1 and count(db) == 51

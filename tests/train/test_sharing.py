@@ -79,3 +79,56 @@ def test_the_trainer_yields_during_its_steps_and_says_so(make_settings) -> None:
         assert torch.get_num_threads() == 2 and "yielding" not in status_line(trainer)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_auto_threads_take_every_free_core_and_leave_the_busy_ones(make_settings) -> None:
+    settings = make_settings(train_yield_threads=1, train_yield_nice=0)
+    controller = LoadController(settings, threads=3, auto_max=4)
+    assert controller.decide(Load()).threads == 4  # the collector and text engines are idle: all cores
+    assert controller.decide(Load(others_busy=0.1)).threads == 4  # noise
+    assert controller.decide(Load(others_busy=1.0)).threads == 3  # one core at work elsewhere
+    assert controller.decide(Load(others_busy=2.6)).threads == 1
+    assert controller.decide(Load(others_busy=9.0)).threads == 1  # never none
+    assert controller.decide(Load(requests=1, others_busy=0.0)).threads == 1  # the chat's yield on top
+    fixed = LoadController(settings, threads=3)  # PYTORCH_CPU_THREADS set: what it says
+    assert fixed.decide(Load(others_busy=2.0)).threads == 3
+
+
+def test_the_meter_sees_another_process_working() -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import wait_for
+
+    meter = sharing.CpuMeter()
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        meter.others_busy(2)
+
+        def seen() -> bool:  # each look covers the CPU use since the previous one
+            return meter.others_busy(2) > 0.3 or bool(time.sleep(0.5))
+
+        wait_for(seen, timeout=30, what="the spinning process's CPU use")
+    finally:
+        busy.kill()
+        busy.wait()
+
+
+def test_the_status_shows_the_trainers_thread_count(make_settings) -> None:
+    settings = tiny_settings(
+        make_settings, pytorch_cpu_threads=None, train_yield_threads=1, train_yield_nice=0
+    )
+    threads = torch.get_num_threads()
+    trainer = Trainer.create(settings, corpus_source(), setup_runtime(settings, "cpu"), None)
+    try:
+        from aifactory.autotune import cpu_cores
+
+        assert torch.get_num_threads() == cpu_cores()  # auto: all cores on an idle machine
+        trainer.train_step()
+        assert (
+            f"CPU thread{'s' if torch.get_num_threads() > 1 else ''} (auto, {cpu_cores()} cores)"
+            in status_line(trainer)
+        )
+    finally:
+        trainer.sharing.restore()
+        torch.set_num_threads(threads)

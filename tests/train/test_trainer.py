@@ -42,7 +42,7 @@ def test_bits_per_byte_counts_text_bytes_and_skips_special_tokens(make_settings)
     )
     trainer = make_trainer(make_settings, source)
     val_loss, val_bpb = trainer.evaluate()
-    windows = source.val_batches(trainer.eval_batch_size, trainer.seq_len, 2)
+    windows = source.val_batches(trainer.val_windows, trainer.seq_len, 1)
     nats = bytes_ = 0.0
     with torch.no_grad():
         for window in windows:

@@ -22,9 +22,13 @@ def test_status_shows_node_engines_counters_and_events(db: Database, serve) -> N
     assert body["system"]["cpu_cores"] >= 1
 
 
-def test_the_root_address_says_what_this_is_and_where_to_read(serve) -> None:
+def test_the_root_address_is_the_dashboard_and_api_says_where_to_read(serve) -> None:
     client, _ = serve()
-    body = client.get("/").json()
+    page = client.get("/")
+    assert page.headers["content-type"].startswith("text/html") and "<html" in page.text
+    assert "unsafe-inline" not in page.headers["content-security-policy"]
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    body = client.get("/api").json()
     assert body["name"] == "AI Factory Engine" and body["node_id"] == "api-node"
     assert {"/api/status", "/api/runtime-config", "/healthz", "/metrics"} <= set(body["endpoints"])
     needs_model = {"/tokenizer_info"}  # 503 "no model yet" until training has written a checkpoint

@@ -29,7 +29,8 @@ from aifactory.chat import store
 from aifactory.chat.encode import EncodedConversations
 from aifactory.db.database import Database
 from aifactory.settings import Settings
-from aifactory.train.batches import BatchSource, SourceUnavailable, Windows
+from aifactory.train.batches import BatchSource, SourceUnavailable
+from aifactory.train.loader import Batch
 
 CHECK_SEC = 30.0  # how often refresh() asks the database whether the conversations changed
 
@@ -103,29 +104,43 @@ class ChatMixSource:
         return changed
 
     # --- batches ---------------------------------------------------------------------------------------
-    def train_batch(self, batch_size: int, seq_len: int, generator: torch.Generator) -> Windows:
+    def train_batch(
+        self, batch_size: int, seq_len: int, generator: torch.Generator, rows: slice | None = None
+    ) -> Batch:
+        """The whole batch's choices are drawn (so every DDP rank's generator moves alike); only
+        `rows` of it are built. The loss mask is per target: the assistant's tokens of conversation
+        windows, every token of document windows."""
         span = seq_len + 1
         # Per row: conversation or not, which pool, which conversation; all from the generator.
         draws = torch.rand(batch_size, 3, generator=generator, dtype=torch.float64)
         share = self.synthetic_share()
-        synthetic = (draws[:, 0] < self.ratio) & (draws[:, 1] < share)
-        ingested = (draws[:, 0] < self.ratio) & (draws[:, 1] >= share) & (self.ingested.count > 0)
+        chat = draws[:, 0] < self.ratio
+        synthetic = chat & (draws[:, 1] < share)
+        ingested = chat & (draws[:, 1] >= share) & (self.ingested.count > 0)
         documents = ~(synthetic | ingested)  # with no ingested conversations those rows stay documents
-        tokens = torch.empty(batch_size, span, dtype=torch.int64)
-        mask = torch.ones(batch_size, span, dtype=torch.bool)
+        rows = rows if rows is not None else slice(0, batch_size)
+        start, stop, _ = rows.indices(batch_size)
+        tokens = torch.empty(stop - start, span, dtype=torch.int64)
+        mask = torch.ones(stop - start, span, dtype=torch.bool)
         if bool(documents.any()):
-            drawn = self.base.train_batch(int(documents.sum()), seq_len, generator)
-            if isinstance(drawn, Windows):
-                tokens[documents], mask[documents] = drawn.tokens, drawn.loss_mask
+            # The base draws its windows for every document row of the batch; ours are a range of them.
+            before = torch.cumsum(documents.long(), 0) - documents.long()
+            first, last = int(before[start]), int(before[stop - 1] + documents[stop - 1])
+            drawn = self.base.train_batch(int(documents.sum()), seq_len, generator, rows=slice(first, last))
+            mine = documents[start:stop]
+            if isinstance(drawn, Batch):
+                tokens[mine] = drawn.tokens
+                if drawn.loss_mask is not None:
+                    mask[mine, 1:] = drawn.loss_mask
             else:
-                tokens[documents] = drawn
-        for rows, pool in ((synthetic, self.synthetic), (ingested, self.ingested)):
-            for row in torch.nonzero(rows).flatten().tolist():
-                pick = min(pool.count - 1, int(float(draws[row, 2]) * pool.count))
+                tokens[mine] = drawn
+        for pool_rows, pool in ((synthetic, self.synthetic), (ingested, self.ingested)):
+            for row in torch.nonzero(pool_rows[start:stop]).flatten().tolist():
+                pick = min(pool.count - 1, int(float(draws[start + row, 2]) * pool.count))
                 ids, learn = pool.window(pick, span)
                 tokens[row] = torch.from_numpy(ids.astype(np.int64))
                 mask[row] = torch.from_numpy(learn)
-        return Windows(tokens, mask)
+        return Batch(tokens, mask[:, 1:])
 
     def val_batches(self, batch_size: int, seq_len: int, count: int) -> list[torch.Tensor]:
         return self.base.val_batches(batch_size, seq_len, count)

@@ -496,6 +496,11 @@ class Crawler:
             state.in_flight.add(task)
             task.add_done_callback(state.in_flight.discard)
 
+    @property
+    def fetching(self) -> int:
+        """Fetches in flight now, over every site this crawler holds (the dashboard's active fetchers)."""
+        return sum(len(state.in_flight) for state in self.hosts.values())
+
     def _result(
         self, state: SiteState, work: OriginWork, outcome: frontier_db.UrlOutcome, **kw: Any
     ) -> Result:

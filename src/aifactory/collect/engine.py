@@ -104,6 +104,7 @@ class Reporter:
     def __init__(self, ctx: EngineContext) -> None:
         self.ctx = ctx
         self.pending: Counter[str] = Counter()
+        self.gauges: dict[str, Callable[[], float]] = {}  # read on the event loop at each flush
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="collector-report")
 
     def add(self, counts: dict[str, float]) -> None:
@@ -119,8 +120,13 @@ class Reporter:
 
     async def flush(self) -> None:
         counts, self.pending = self.pending, Counter()
-        if counts:
-            await self.call(self.ctx.count, **counts)
+        gauges = {name: read() for name, read in self.gauges.items()}
+        if counts or gauges:
+            await self.call(self._report, counts, gauges)
+
+    def _report(self, counts: Counter[str], gauges: dict[str, float]) -> None:
+        self.ctx.counters.update(gauges)  # a level, not a sum: replaced at every flush
+        self.ctx.count(**counts)
 
     async def flush_forever(self) -> None:
         while True:
@@ -172,6 +178,7 @@ async def _crawl(ctx: EngineContext, reporter: Reporter) -> None:
     # Pages are staged for the text engine in the crawler's own transaction (see aifactory.text.staging).
     sink = staging.StagingSink(ctx.db)
     async with Crawler(s, ctx.db, ctx.node_id, sink=sink, on_counts=reporter.add) as crawler:
+        reporter.gauges["active_fetchers"] = lambda: crawler.fetching
         database = crawler.call_db  # retried while the database is briefly away; then it raises
         await database(frontier_db.ensure_site_mode, ctx.db, s.crawler_politeness_per)
         while not ctx.stopping():

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import errno
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -33,6 +34,7 @@ from aifactory.cluster import lifeline
 from aifactory.dataset import DatasetError, corpus, records, rules
 from aifactory.dataset import tokenizer as tokenizers
 from aifactory.dataset.encode import EncodedChunk, Encoder, encode_in_worker, init_worker
+from aifactory.dataset.lock import dataset_lock
 from aifactory.dataset.shards import (
     INDEX_DTYPE,
     TRAIN,
@@ -333,7 +335,22 @@ def build(
     stop: Callable[[], bool] | None = None,
     workers: int | None = None,
 ) -> BuildReport:
-    """Tokenize every document not tokenized yet into the newest generation's shards."""
+    """Tokenize every document not tokenized yet into the newest generation's shards, holding the
+    dataset lock (dataset/lock.py): a second builder waits for this one, or refuses."""
+    holder = f"the dataset engine of node {node_id}, pid {os.getpid()}" if node_id else ""
+    with dataset_lock(settings.data_dir, settings.dataset_lock_wait_sec, holder):
+        return _build(settings, db, node_id=node_id, progress=progress, stop=stop, workers=workers)
+
+
+def _build(
+    settings: Settings,
+    db: Database,
+    *,
+    node_id: str,
+    progress: Callable[[BuildProgress], None] | None,
+    stop: Callable[[], bool] | None,
+    workers: int | None,
+) -> BuildReport:
     tokenizer = tokenizers.current(settings.data_dir)
     if tokenizer is None:
         raise DatasetError(

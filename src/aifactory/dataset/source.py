@@ -196,7 +196,11 @@ class ShardSource:
             at, offset = (at + 1) % self._train_docs.size, 0
         return out
 
-    def train_batch(self, batch_size: int, seq_len: int, generator: torch.Generator) -> torch.Tensor:
+    def train_batch(
+        self, batch_size: int, seq_len: int, generator: torch.Generator, rows: slice | None = None
+    ) -> torch.Tensor:
+        """The windows of the whole batch are drawn (so every rank's generator moves alike), only
+        `rows` of them are read; all at once, vectorised (`stream_windows`)."""
         span = seq_len + 1
         if self.train_documents == 0 or self._train_cum[-1] <= 0:
             raise SourceUnavailable(f"{self.describe()}: no training document may be sampled")
@@ -206,8 +210,28 @@ class ShardSource:
         before = np.where(docs > 0, self._train_cum[docs - 1], 0.0)
         offsets = np.floor((draws - before) / self._train_weights[docs]).astype(np.int64)
         offsets = np.clip(offsets, 0, self._train_lengths[docs] - 1)
-        starts = self._train_starts[docs] + offsets
-        return torch.from_numpy(np.stack([self._stream(int(start), span) for start in starts]))
+        starts = (self._train_starts[docs] + offsets)[rows if rows is not None else slice(None)]
+        return torch.from_numpy(self.stream_windows(starts, span))
+
+    def stream_windows(self, starts: np.ndarray, span: int) -> np.ndarray:
+        """[len(starts), span] tokens of the training stream from each start (wrapping at its end),
+        for the whole batch at once: stream position -> training document and offset -> token."""
+        total = int(self._train_starts[-1])
+        at = (starts[:, None].astype(np.int64) + np.arange(span)) % total
+        doc = np.searchsorted(self._train_starts, at, side="right") - 1
+        return self.stream_tokens(doc, at - self._train_starts[doc])
+
+    def stream_tokens(self, docs: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """Token `offsets` of training-stream documents `docs` (arrays of one shape): the vectorised
+        `document_tokens`, one gather per shard (a handful) instead of one read per window."""
+        first_token = self._index["start"][self._train_docs].astype(np.int64)  # in the shards' numbering
+        token = first_token[docs] + offsets
+        shard = np.searchsorted(self._shard_starts, token, side="right") - 1
+        out = np.empty(token.shape, np.int64)
+        for number in np.unique(shard):
+            mine = shard == number
+            out[mine] = np.asarray(self._shards[number])[token[mine] - int(self._shard_starts[number])]
+        return out
 
     def evaluated_languages(self, seq_len: int) -> list[str]:
         """The languages validation windows are laid over: at least one window of tokens, and at least

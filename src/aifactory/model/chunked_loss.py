@@ -29,9 +29,10 @@ class LinearCrossEntropy(torch.autograd.Function):
         work = torch.promote_types(dtype, torch.float32)
         valid = targets != -1
         count = valid.sum().clamp(min=1)  # mean over real targets, as F.cross_entropy(ignore_index=-1)
-        # Masking ignored rows costs a pass per chunk, so eager mode skips it when there are none;
-        # a compiled graph cannot branch on data, so it always masks.
-        any_ignored = torch.compiler.is_compiling() or bool((~valid).any())
+        # Masking ignored rows costs a pass per chunk, so eager mode on a CPU skips it when there are
+        # none; a compiled graph cannot branch on data, and on a GPU asking would be a host sync per
+        # micro-batch (the pass is cheap there): both always mask.
+        any_ignored = torch.compiler.is_compiling() or x.is_cuda or bool((~valid).any())
         safe_targets = targets.clamp(min=0)[:, None]
         with torch.autocast(device, enabled=False):
             xc, wc = x.to(dtype), weight.to(dtype)
@@ -75,3 +76,19 @@ def linear_cross_entropy(
 ) -> torch.Tensor:
     """Mean cross-entropy of softmax(x @ weight^T) against targets (-1 = ignored); x is [N, d]."""
     return LinearCrossEntropy.apply(x, weight, targets, chunk_rows)
+
+
+@torch.no_grad()
+def token_losses(
+    x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_rows: int = CHUNK_ROWS
+) -> torch.Tensor:
+    """Per-token cross-entropy [N] (fp32, 0 where the target is -1) of softmax(x @ weight^T), chunk by
+    chunk: evaluation never holds the [N, vocab] logits either."""
+    out = torch.empty(x.size(0), dtype=torch.float32, device=x.device)
+    for start in range(0, x.size(0), chunk_rows):
+        rows = slice(start, start + chunk_rows)
+        logits = torch.nn.functional.linear(x[rows], weight).float()
+        out[rows] = torch.nn.functional.cross_entropy(
+            logits, targets[rows], ignore_index=-1, reduction="none"
+        )
+    return out

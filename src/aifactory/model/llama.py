@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aifactory.model.chunked_loss import linear_cross_entropy
+from aifactory.model.chunked_loss import linear_cross_entropy, token_losses
 from aifactory.model.config import ModelConfig
 from aifactory.model.fused import rms_norm, rotary_qkv, swiglu
 
@@ -208,6 +208,9 @@ class Transformer(nn.Module):
         if targets is not None and reduction == "mean" and torch.is_grad_enabled():
             # Training: loss and its gradient chunk by chunk, never the whole [B, T, vocab] logits.
             return linear_cross_entropy(x.view(-1, x.size(-1)), head, targets.reshape(-1))
+        if targets is not None and reduction == "none" and not torch.is_grad_enabled():
+            # Evaluation: per-token losses chunk by chunk, again without the whole logits.
+            return token_losses(x.reshape(-1, x.size(-1)), head, targets.reshape(-1)).view(targets.shape)
         logits = F.linear(x, head)
         if targets is None:
             return logits

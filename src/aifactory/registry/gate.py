@@ -13,6 +13,12 @@ import torch (an evaluation); the web process calls it through a child process (
 
 from __future__ import annotations
 
+import contextlib
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 from aifactory.db.database import Database
@@ -42,6 +48,50 @@ def scored(settings: Settings, db: Database, target: Target, node_id: str = "") 
     return report
 
 
+@contextlib.contextmanager
+def held(settings: Settings, target: Target) -> Iterator[Target]:
+    """`target` with its files hard-linked under the models folder while the gate works on it.
+
+    The trainer keeps only a few snapshots: the candidate's checkpoint directory can be deleted while it
+    is being evaluated. The links keep its files (no copy, same disk) until the gate has registered it.
+    The folder keeps the checkpoint's name, so the version still records where it came from."""
+    if target.directory.parent == pointer.models_root(settings):
+        yield target  # already a registered version: immutable
+        return
+    hold = pointer.models_root(settings) / f".hold-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        for _ in range(3):
+            try:
+                shutil.copytree(target.directory, hold / target.directory.name, copy_function=_link)
+                break
+            except (OSError, shutil.Error):
+                # deleted or replaced under us: look the name up again (best has moved on)
+                shutil.rmtree(hold, ignore_errors=True)
+                target = resolve(settings, target.name)
+        else:
+            raise EvalError(f"the checkpoint {target.directory.name} kept disappearing; try again")
+        yield replace(target, directory=hold / target.directory.name)
+    finally:
+        shutil.rmtree(hold, ignore_errors=True)
+
+
+def _link(source: str, destination: str) -> None:
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copy2(source, destination)  # another file system: a copy, still safe
+
+
+def clean_holds(settings: Settings) -> None:
+    """Remove the holds of gates that died mid-way."""
+    from aifactory.cluster.membership import process_alive
+
+    for path in pointer.models_root(settings).glob(".hold-*"):
+        pid = path.name.split("-")[1]
+        if not pid.isdigit() or (int(pid) != os.getpid() and not process_alive(int(pid), None)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def promote(
     settings: Settings,
     db: Database,
@@ -52,9 +102,19 @@ def promote(
 ) -> dict[str, Any]:
     """Promote `checkpoint` (default best) to production, or raise PromotionRefused with the rule."""
     force = settings.force_promote if force is None else force
+    clean_holds(settings)
+    try:
+        with held(settings, resolve(settings, checkpoint or "best")) as candidate:
+            return _promote(settings, db, candidate, force, node_id)
+    except EvalError as exc:
+        raise RegistryError(str(exc)) from None
+
+
+def _promote(
+    settings: Settings, db: Database, candidate: Target, force: bool, node_id: str
+) -> dict[str, Any]:
     before = versions.state(db)
     try:
-        candidate = resolve(settings, checkpoint or "best")
         report = scored(settings, db, candidate, node_id)
     except EvalError as exc:
         raise RegistryError(str(exc)) from None

@@ -277,6 +277,7 @@ def store(
             outcome["docs.chars"] += len(doc.text) - replaced[doc.url[:2000]][1]
         else:
             outcome[f"docs.stored.{doc.raw.source}"] += 1
+            outcome[f"docs.language.{doc.language}"] += 1  # the dashboard's corpus by language
             outcome["docs.stored"] += 1
             outcome["docs.chars"] += len(doc.text)
         if block:

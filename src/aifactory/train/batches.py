@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -36,14 +35,14 @@ class BatchSource(Protocol):
     token_bytes: torch.Tensor  # [vocab_size] int64: UTF-8 bytes each token stands for, 0 = special
 
     def train_batch(
-        self, batch_size: int, seq_len: int, generator: torch.Generator
-    ) -> torch.Tensor | Windows:
+        self, batch_size: int, seq_len: int, generator: torch.Generator, rows: slice | None = None
+    ) -> torch.Tensor:
         """[batch_size, seq_len + 1] int64 random training windows (inputs and shifted targets), or
-        Windows with a loss mask when not every token is to be learnt.
+        only `rows` of them.
 
         Every random choice must come from `generator` (CPU), so equal generator states give equal
-        batches. Under DDP every rank asks for the global batch with the same generator state and keeps
-        its own rows, which is what makes N processes see exactly the data one process would."""
+        batches. Under DDP every rank draws the global batch with the same generator state and reads
+        only its own `rows`, which is what makes N processes see exactly the data one process would."""
         ...
 
     def val_batches(self, batch_size: int, seq_len: int, count: int) -> list[torch.Tensor]:
@@ -63,34 +62,6 @@ class BatchSource(Protocol):
     def describe(self) -> str:
         """One line for logs and status: what this data is and how big."""
         ...
-
-
-@dataclass(frozen=True)
-class Windows:
-    """Training windows with a loss mask: what `train_batch` returns when not every token counts.
-
-    `loss_mask[i, j]` says whether predicting `tokens[i, j]` counts in the loss (column 0 is never
-    predicted). Conversation windows (chat/mix.py) count only the assistant's tokens; a source
-    returning a plain tensor means every token counts."""
-
-    tokens: torch.Tensor  # [B, seq_len + 1] int64
-    loss_mask: torch.Tensor  # [B, seq_len + 1] bool
-
-    def rows(self, start: int, stop: int) -> Windows:
-        return Windows(self.tokens[start:stop], self.loss_mask[start:stop])
-
-
-def inputs_and_targets(
-    batch: torch.Tensor | Windows, start: int, stop: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows [start:stop] of a training batch as (inputs, targets) on `device`; targets the loss does
-    not count are -1 (the model's ignore index)."""
-    if isinstance(batch, Windows):
-        tokens = batch.tokens[start:stop].to(device, non_blocking=True)
-        mask = batch.loss_mask[start:stop, 1:].to(device, non_blocking=True)
-        return tokens[:, :-1], tokens[:, 1:].masked_fill(~mask, -1)
-    tokens = batch[start:stop].to(device, non_blocking=True)
-    return tokens[:, :-1], tokens[:, 1:]
 
 
 class SourceUnavailable(Exception):
@@ -165,11 +136,14 @@ class TokenArraySource:
         self.version = self._version_digest.hexdigest()[:16]
         return True
 
-    def train_batch(self, batch_size: int, seq_len: int, generator: torch.Generator) -> torch.Tensor:
+    def train_batch(
+        self, batch_size: int, seq_len: int, generator: torch.Generator, rows: slice | None = None
+    ) -> torch.Tensor:
         span = seq_len + 1
         if self._train.numel() < span:
             raise SourceUnavailable(f"{self.name}: {self._train.numel()} training tokens, {span} needed")
         starts = torch.randint(0, self._train.numel() - span + 1, (batch_size,), generator=generator)
+        starts = starts[rows] if rows is not None else starts
         return self._train[starts[:, None] + torch.arange(span)]
 
     def val_batches(self, batch_size: int, seq_len: int, count: int) -> list[torch.Tensor]:

@@ -19,12 +19,14 @@ from aifactory.settings import Settings
 from aifactory.train import metrics
 from aifactory.train.batches import BatchSource, SourceUnavailable
 from aifactory.train.checkpoint import CheckpointStore
-from aifactory.train.cycle import Evaluation, Hooks, run_cycle_with_recovery, save
-from aifactory.train.runtime import setup_runtime
+from aifactory.train.cycle import Evaluation, Hooks, finish, keep_best_of_store, run_cycle_with_recovery, save
+from aifactory.train.runtime import Runtime, setup_runtime
 from aifactory.train.trainer import StepStats, Trainer
+from aifactory.train.writer import CheckpointWriter
 
 SourceFactory = Callable[[Settings], BatchSource]
 POLL_SEC = 15.0  # how often a waiting or paused trainer looks for new data
+AGREE_TRIES, AGREE_WAIT_SEC = 30, 1.0  # ranks wait this long for each other's dataset version
 STATUS_EVERY_SEC = 5.0  # how often the phase detail on the dashboard is refreshed while training
 
 
@@ -67,7 +69,8 @@ def status_line(trainer: Trainer, stats: StepStats | None = None) -> str:
     if stats is not None:
         parts.append(f"{stats.tokens_per_sec:,.0f} tok/s, MFU {stats.mfu:.1%}")
     if trainer.sharing.describe():
-        parts.append(trainer.sharing.describe())  # e.g. "yielding to 2 chat requests: 1 thread, nice 10"
+        # e.g. "2 CPU threads (auto, 2 cores)" or "yielding to 2 chat requests: 1 thread, nice 10"
+        parts.append(trainer.sharing.describe())
     return ", ".join(parts)
 
 
@@ -101,7 +104,7 @@ def start_new_model_for_new_tokenizer(
         f"model (tokenizer {str(previous)[:16]}, step {latest[1].get('step')}) is kept in {kept}",
         level="warning",
     )
-    return CheckpointStore(store.root)
+    return CheckpointStore(store.root, store.keep_snapshots)
 
 
 def resume_target(trainer: Trainer) -> int:
@@ -112,7 +115,7 @@ def resume_target(trainer: Trainer) -> int:
 def run_trainer(ctx: EngineContext, open_source: SourceFactory, poll_sec: float = POLL_SEC) -> None:
     settings = ctx.settings
     runtime = setup_runtime(settings)
-    store = CheckpointStore(checkpoint_dir(settings))
+    store = CheckpointStore(checkpoint_dir(settings), settings.train_keep_snapshots)
     source = open_when_available(ctx, open_source, poll_sec)
     if source is None:
         return
@@ -123,8 +126,10 @@ def run_trainer(ctx: EngineContext, open_source: SourceFactory, poll_sec: float 
         if problem:
             ctx.log(problem, level="error")
         trainer = Trainer.create(settings, source, runtime, checkpoint)
+        keep_best_of_store(trainer, store)
         if checkpoint is None:
             save(trainer, store, ("latest",))  # step 0: something to roll back to from the first cycle on
+        trainer.writer = CheckpointWriter(store)  # from now on saves run off the training path
         origin = f"resuming at step {trainer.state.step:,}" if checkpoint else "new model"
         ctx.log(
             f"training {trainer.config.short()} ({trainer.model.parameter_count():,} parameters, {origin}) "
@@ -141,28 +146,59 @@ def run_trainer(ctx: EngineContext, open_source: SourceFactory, poll_sec: float 
                 ctx.set_phase("training", status_line(trainer, stats))
 
         hooks = Hooks(stop=ctx.stopping, wait=ctx.wait, report=ctx.log, on_step=on_step)
-        while not ctx.stopping():
-            if source.refresh():
-                ctx.log(f"new training data: {source.describe()} (version {source.version})")
-            if trainer.state.paused:
-                target = resume_target(trainer)
-                if source.train_tokens < target:
-                    ctx.set_phase(
-                        "paused",
-                        f"early stopping: no validation improvement in {trainer.state.stale_evals} "
-                        f"evaluations (best {trainer.state.best_val_loss:.4f} at step "
-                        f"{trainer.state.best_val_step}); "
-                        f"waiting for {target:,} training tokens (now {source.train_tokens:,})",
-                    )
-                    ctx.wait(poll_sec)
-                    continue
-                trainer.state.paused, trainer.state.stale_evals = False, 0
-                ctx.log(f"the dataset grew to {source.train_tokens:,} training tokens: training resumes")
-            ctx.set_phase("training", status_line(trainer))
-            result = run_cycle_with_recovery(trainer, store, hooks, settings.train_steps_per_cycle)
-            ctx.count(train_steps=result.steps, train_tokens=result.tokens, train_cycles=1)
-            metrics.prune(ctx.db)
+        try:
+            train_until_stopped(ctx, trainer, store, source, hooks, poll_sec)
+        except BaseException:
+            trainer.writer.close()  # what was submitted gets written; nothing new from a failed state
+            raise
+        finish(trainer, store, hooks)  # `latest` at Stop, and every save on disk before the lock goes
+        trainer.writer.close()
         ctx.set_phase("stopping", f"saved at step {trainer.state.step:,}")
+
+
+def agree_on_version(runtime: Runtime, source: BatchSource, wait: Callable[[float], bool]) -> None:
+    """Under torchrun all ranks train on one dataset version: a rank that opened an older one (a build
+    committed between the opens) refreshes until they agree. Alone, nothing to agree on."""
+    for _ in range(AGREE_TRIES):
+        versions = runtime.all_gather_object(source.version)
+        if len(set(versions)) == 1:
+            return
+        wait(AGREE_WAIT_SEC)
+        source.refresh()
+    raise RuntimeError(f"the ranks do not agree on the dataset version: {versions}")
+
+
+def train_until_stopped(
+    ctx: EngineContext,
+    trainer: Trainer,
+    store: CheckpointStore,
+    source: BatchSource,
+    hooks: Hooks,
+    poll_sec: float,
+) -> None:
+    settings = ctx.settings
+    while not ctx.stopping():
+        if source.refresh():
+            ctx.log(f"new training data: {source.describe()} (version {source.version})")
+        agree_on_version(trainer.runtime, source, ctx.wait)
+        if trainer.state.paused:
+            target = resume_target(trainer)
+            if source.train_tokens < target:
+                ctx.set_phase(
+                    "paused",
+                    f"early stopping: no validation improvement in {trainer.state.stale_evals} "
+                    f"evaluations (best {trainer.state.best_val_loss:.4f} at step "
+                    f"{trainer.state.best_val_step}); "
+                    f"waiting for {target:,} training tokens (now {source.train_tokens:,})",
+                )
+                ctx.wait(poll_sec)
+                continue
+            trainer.state.paused, trainer.state.stale_evals = False, 0
+            ctx.log(f"the dataset grew to {source.train_tokens:,} training tokens: training resumes")
+        ctx.set_phase("training", status_line(trainer))
+        result = run_cycle_with_recovery(trainer, store, hooks, settings.train_steps_per_cycle)
+        ctx.count(train_steps=result.steps, train_tokens=result.tokens, train_cycles=1)
+        metrics.prune(ctx.db)
 
 
 def run(ctx: EngineContext) -> None:

@@ -27,8 +27,8 @@ from aifactory.settings import Settings
 from aifactory.train import metrics
 from aifactory.train.batches import SourceUnavailable, TokenArraySource
 from aifactory.train.checkpoint import CheckpointError, CheckpointStore, read_checkpoint
-from aifactory.train.cycle import Evaluation, Hooks, run_cycle_with_recovery, save
-from aifactory.train.engine import checkpoint_dir, metric_row
+from aifactory.train.cycle import Evaluation, Hooks, finish, keep_best_of_store, run_cycle_with_recovery, save
+from aifactory.train.engine import agree_on_version, checkpoint_dir, metric_row
 from aifactory.train.runtime import setup_runtime, shutdown_runtime
 from aifactory.train.trainer import StepStats, Trainer
 
@@ -123,7 +123,7 @@ def train_command(
         print(f"aifactory train: {exc}{hint}", file=sys.stderr)
         return 2
     runtime = setup_runtime(settings)
-    store = CheckpointStore(out or checkpoint_dir(settings))
+    store = CheckpointStore(out or checkpoint_dir(settings), settings.train_keep_snapshots)
     db: Database | None = open_database(settings) if runtime.is_main else None
     say = print if runtime.is_main else (lambda *args, **kwargs: None)
     try:
@@ -139,6 +139,7 @@ def train_command(
             if not runtime.is_main and chosen is not None:
                 checkpoint = read_checkpoint(Path(chosen), map_location=runtime.device)
             trainer = Trainer.create(settings, source, runtime, checkpoint)
+            keep_best_of_store(trainer, store)
             if checkpoint is None:
                 save(trainer, store, ("latest",))
             if trainer.state.paused:  # the engine would wait for more data; asked to train, we train
@@ -174,6 +175,7 @@ def train_command(
             )
             remaining, paused = steps, False
             while remaining > 0 and not stop_everywhere():
+                agree_on_version(runtime, source, hooks.wait)
                 result = run_cycle_with_recovery(
                     trainer, store, hooks, min(remaining, settings.train_steps_per_cycle)
                 )
@@ -181,6 +183,7 @@ def train_command(
                 if result.stopped or result.paused:
                     paused = result.paused
                     break
+            finish(trainer, store, hooks)
             if progress is not None:
                 progress.finish()
             if db is not None:

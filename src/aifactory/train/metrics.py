@@ -2,10 +2,13 @@
 beside it validation_metrics, one row per evaluation and language.
 
 The trainer writes a row at most every TRAIN_LOG_EVERY_SEC seconds, and always after an evaluation.
-`prune` keeps full detail for the last hour, then one row per minute up to a day, one per hour up to
-thirty days and one per day beyond (the last row of each bucket: the state it ended in), and never more
-than MAX_ROWS rows: about 3,600 + 1,440 + 720 + 365 a year at one row a second. The charts' ranges never
-need finer detail than what is kept for their age (see RANGES).
+`prune` keeps full detail of the per-step rows for the last hour, then one row per minute up to a day,
+one per hour up to thirty days and one per day beyond (the last row of each bucket: the state it ended
+in), and never more than MAX_ROWS of them: about 3,600 + 1,440 + 720 + 365 a year at one row a second.
+Evaluation rows (those with a validation loss, and validation_metrics) are thinned on a schedule of
+their own, EVAL_RETENTION, and capped apart (EVAL_MAX_ROWS): thinned together with the per-step rows,
+the last row of an hour was nearly never an evaluation, and the week and month charts of validation
+loss came out empty. The charts' ranges never need finer detail than what is kept for their age.
 
 This module does not import torch: the web server reads the series through it.
 """
@@ -26,6 +29,10 @@ HOUR, DAY = 3600, 86400
 # (rows younger than this many seconds, are thinned to one per this many seconds); 0 = every row
 RETENTION = ((HOUR, 0), (DAY, 60), (30 * DAY, HOUR), (math.inf, DAY))
 MAX_ROWS = 20000
+# Evaluations (a few an hour): all for a day, one per 10 minutes for a week, one per hour up to a
+# year, one per day beyond: about 144 + 864 + 8,600 + 365 a year.
+EVAL_RETENTION = ((DAY, 0), (7 * DAY, 600), (365 * DAY, HOUR), (math.inf, DAY))
+EVAL_MAX_ROWS = 20000
 # range name -> (window in seconds, None = everything; bucket seconds), as the original's chart ranges
 RANGES: dict[str, tuple[int | None, int]] = {
     "10s": (600, 10),
@@ -98,19 +105,33 @@ class MetricsWriter:
 
 
 def prune(db: Database) -> int:
-    """Thin old rows of both tables (see RETENTION) and cap each at MAX_ROWS; returns rows deleted."""
-    return _prune(db, training_metrics, ()) + _prune(db, validation_metrics, ("language",))
+    """Thin old rows (per-step rows by RETENTION, evaluations by EVAL_RETENTION) and cap each kind;
+    returns the rows deleted."""
+    evaluation = training_metrics.c.val_loss.is_not(None)
+    return (
+        _prune(db, training_metrics, (), sa.not_(evaluation), RETENTION, MAX_ROWS)
+        + _prune(db, training_metrics, (), evaluation, EVAL_RETENTION, EVAL_MAX_ROWS)
+        + _prune(db, validation_metrics, ("language",), sa.true(), EVAL_RETENTION, EVAL_MAX_ROWS * 8)
+    )
 
 
-def _prune(db: Database, t: sa.Table, keys: tuple[str, ...]) -> int:
+def _prune(
+    db: Database,
+    t: sa.Table,
+    keys: tuple[str, ...],
+    kind: sa.ColumnElement[bool],
+    retention: tuple[tuple[float, int], ...],
+    max_rows: int,
+) -> int:
+    """Thin the rows of `t` matching `kind` to one per bucket of `retention` and cap them at `max_rows`."""
     deleted = 0
     with db.begin() as conn:
         now = db.now_value(conn)
         younger = 0.0
-        for age, bucket in RETENTION:
+        for age, bucket in retention:
             if bucket:
                 in_tier = sa.and_(
-                    t.c.ts < now - younger, t.c.ts >= now - age if math.isfinite(age) else sa.true()
+                    kind, t.c.ts < now - younger, t.c.ts >= now - age if math.isfinite(age) else sa.true()
                 )
                 last_of_bucket = (
                     sa.select(sa.func.max(t.c.id))
@@ -122,10 +143,12 @@ def _prune(db: Database, t: sa.Table, keys: tuple[str, ...]) -> int:
                 result = conn.execute(t.delete().where(in_tier, t.c.id.not_in(last_of_bucket)))
                 deleted += result.rowcount or 0
             younger = age
-        count = conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
-        if count > MAX_ROWS:
-            cutoff = conn.execute(sa.select(t.c.ts).order_by(t.c.ts.desc()).offset(MAX_ROWS - 1).limit(1))
-            deleted += conn.execute(t.delete().where(t.c.ts < cutoff.scalar_one())).rowcount or 0
+        count = conn.execute(sa.select(sa.func.count()).select_from(t).where(kind)).scalar_one()
+        if count > max_rows:
+            cutoff = conn.execute(
+                sa.select(t.c.ts).where(kind).order_by(t.c.ts.desc()).offset(max_rows - 1).limit(1)
+            )
+            deleted += conn.execute(t.delete().where(kind, t.c.ts < cutoff.scalar_one())).rowcount or 0
     return deleted
 
 

@@ -73,6 +73,14 @@ class Runtime:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def all_gather_object(self, value: Any) -> list[Any]:
+        """Every rank's `value`, in rank order."""
+        if not self.distributed:
+            return [value]
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, value)
+        return out
+
     def describe(self) -> str:
         where = str(self.device) + (f", {self.threads} threads" if self.device.type == "cpu" else "")
         ddp = f", DDP rank {self.rank}/{self.world_size}" if self.distributed else ""

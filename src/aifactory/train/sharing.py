@@ -9,9 +9,14 @@ sees a fluent stream; LINGER_SEC after the last request it takes its threads and
 Lowering a niceness again needs privilege (root, CAP_SYS_NICE or RLIMIT_NICE): without it the trainer
 yields threads only, so it is never left slowed down for good.
 
+With PYTORCH_CPU_THREADS on auto the trainer's threads also follow the cores the rest of the machine
+leaves free (issue 14): a CpuMeter reads how many cores other processes kept busy over the last
+METER_SEC (/proc/stat minus this process's own CPU time), so the trainer takes every core while the
+collector and the text engines sit idle, and fewer while they work; the chat's yield comes on top.
+
 LoadController.decide is a pure function of the load, so the rules are easy to read and to test;
-other sources of load (the collector, the evaluator) join through `Load`. No torch at import: the web
-process reads the load file through this module too.
+other sources of load join through `Load`. No torch at import: the web process reads the load file
+through this module too.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from aifactory.settings import Settings
 LOAD_STALE_SEC = 10.0  # a load file older than this belongs to a process that is gone
 CHECK_EVERY_SEC = 0.25  # how often the trainer looks at the load (between micro-batches)
 LINGER_SEC = 3.0  # stay yielded this long after the last request: a chat has pauses between turns
+METER_SEC = 2.0  # the window the CPU use of other processes is measured over
+BUSY_MARGIN = 0.25  # another process's core counts as taken above this share of it (noise below)
 
 
 def load_path(settings: Settings) -> Path:
@@ -64,6 +71,36 @@ class Load:
     """What else the machine is doing that the trainer should make room for."""
 
     requests: int = 0  # generation requests in flight (decoding or waiting)
+    others_busy: float = 0.0  # cores other processes kept busy lately (auto threads only)
+
+
+class CpuMeter:
+    """How many cores processes other than this one kept busy between two readings (Linux; elsewhere
+    always 0, so the trainer keeps its threads)."""
+
+    def __init__(self) -> None:
+        self._last = self._read()
+
+    @staticmethod
+    def _read() -> tuple[float, float, float, float] | None:
+        """(busy jiffies, all jiffies, own CPU seconds, wall seconds) of the whole machine now."""
+        try:
+            fields = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        except (OSError, ValueError, IndexError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+        total = sum(fields[:8])  # guest time is already counted in user
+        times = os.times()
+        return total - idle, total, times.user + times.system, time.monotonic()
+
+    def others_busy(self, cores: int) -> float:
+        now, last = self._read(), self._last
+        self._last = now
+        if now is None or last is None or now[1] <= last[1] or now[3] <= last[3]:
+            return 0.0
+        busy_cores = (now[0] - last[0]) / (now[1] - last[1]) * (os.cpu_count() or cores)
+        own_cores = (now[2] - last[2]) / (now[3] - last[3])
+        return max(0.0, busy_cores - own_cores)
 
 
 @dataclass(frozen=True)
@@ -99,9 +136,13 @@ def set_niceness(nice: int) -> None:
 class LoadController:
     """Owned by the trainer: `poll()` between micro-batches applies the plan for the current load."""
 
-    def __init__(self, settings: Settings, threads: int) -> None:
+    def __init__(self, settings: Settings, threads: int, auto_max: int = 0) -> None:
+        """`threads`: the trainer's threads; `auto_max` > 0: follow the free cores, up to that many."""
         self.settings = settings
-        self.full_threads = max(1, threads)
+        self.auto_max = auto_max
+        self.full_threads = max(1, auto_max or threads)
+        self.meter = CpuMeter() if auto_max else None
+        self._others_busy, self._metered = 0.0, time.monotonic()
         self.base_nice = os.getpriority(os.PRIO_PROCESS, 0) if hasattr(os, "getpriority") else 0
         self.may_renice = settings.train_yield_nice > 0 and can_lower_niceness(self.base_nice)
         self.plan = Plan(self.full_threads, self.base_nice)
@@ -109,14 +150,25 @@ class LoadController:
         self._checked = 0.0
         self._busy_at = -LINGER_SEC
 
-    def load(self) -> Load:
+    def load(self, now: float | None = None) -> Load:
         state = read_load(self.settings)
-        return Load(requests=int(state.get("in_flight", 0)))
+        now = time.monotonic() if now is None else now
+        if self.meter is not None and now - self._metered >= METER_SEC:
+            self._others_busy, self._metered = self.meter.others_busy(self.auto_max), now
+        return Load(requests=int(state.get("in_flight", 0)), others_busy=self._others_busy)
+
+    def free_threads(self, load: Load) -> int:
+        """All cores, less those other processes keep busy (auto); the fixed count otherwise."""
+        if not self.auto_max:
+            return self.full_threads
+        taken = int(load.others_busy + 1 - BUSY_MARGIN) if load.others_busy > BUSY_MARGIN else 0
+        return max(1, self.auto_max - taken)
 
     def decide(self, load: Load, lingering: bool = False) -> Plan:
+        free = self.free_threads(load)
         if load.requests <= 0 and not lingering:
-            return Plan(self.full_threads, self.base_nice)
-        threads = min(self.full_threads, self.settings.train_yield_threads)
+            return Plan(free, self.base_nice)
+        threads = min(free, self.settings.train_yield_threads)
         nice = min(19, self.base_nice + self.settings.train_yield_nice) if self.may_renice else self.base_nice
         what = f"{load.requests} chat request{'s' if load.requests != 1 else ''}" if load.requests else "chat"
         return Plan(threads, nice, f"yielding to {what}")
@@ -127,7 +179,7 @@ class LoadController:
         if now - self._checked < CHECK_EVERY_SEC:
             return False
         self._checked = now
-        load = self.load()
+        load = self.load(now)
         if load.requests > 0:
             self._busy_at = now
         plan = self.decide(load, lingering=now - self._busy_at < LINGER_SEC)
@@ -151,9 +203,13 @@ class LoadController:
         self.plan = plan
 
     def describe(self) -> str:
-        """For the trainer's status: empty while it is not yielding."""
+        """For the trainer's status: its threads and, while it yields, why (empty for fixed threads
+        while not yielding)."""
         if not self.plan.yielding:
-            return ""
+            if not self.auto_max:
+                return ""
+            word = "thread" if self.plan.threads == 1 else "threads"
+            return f"{self.plan.threads} CPU {word} (auto, {self.auto_max} cores)"
         priority = f", nice {self.plan.nice}" if self.plan.nice != self.base_nice else ""
         thread_word = "thread" if self.plan.threads == 1 else "threads"
         return f"{self.plan.reason}: {self.plan.threads} {thread_word}{priority}"

@@ -23,17 +23,19 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from aifactory import __version__
-from aifactory.autotune import resolve_profile
+from aifactory.autotune import cpu_cores, resolve_profile
 from aifactory.model import config as model_config
 from aifactory.model.config import ModelConfig
 from aifactory.model.llama import Transformer
 from aifactory.settings import Settings
-from aifactory.train.batches import BatchSource, inputs_and_targets
+from aifactory.train.batches import BatchSource
 from aifactory.train.checkpoint import Checkpoint, CheckpointError
+from aifactory.train.loader import BatchLoader
 from aifactory.train.mfu import peak_flops
 from aifactory.train.runtime import Runtime
 from aifactory.train.schedule import Schedule
 from aifactory.train.sharing import LoadController
+from aifactory.train.writer import CheckpointWriter
 
 BETAS = (0.9, 0.95)  # beta2 0.95 rather than 0.999: steadier with small batches (GPT-3, Llama)
 CHECKPOINT_FORMAT = 1
@@ -57,6 +59,7 @@ class TrainState:
     paused: bool = False  # early stopping: waiting for the dataset to grow
     paused_at_tokens: int = 0  # the dataset's training tokens when it paused
     lr_scale: float = 1.0  # lowered after a NaN/inf loss
+    stable_steps: int = 0  # steps since the rate was lowered; after TRAIN_LR_RECOVER_STEPS it doubles back
     val_languages: dict[str, dict[str, float]] = field(default_factory=dict)  # language -> loss, bpb
 
     def to_dict(self) -> dict[str, Any]:
@@ -96,6 +99,26 @@ def build_optimizer(model: nn.Module, settings: Settings) -> torch.optim.AdamW:
         return torch.optim.AdamW(groups, lr=settings.train_lr, betas=BETAS, eps=1e-8, foreach=True)
 
 
+CUDA_TOKENS_PER_STEP = 262_144  # TRAIN_TOKENS_PER_STEP auto on a GPU: a GPT-style quarter-million
+
+
+def accumulation_steps(settings: Settings, tokens_per_micro_step: int, device: str = "cpu") -> int:
+    """Micro-batches per optimizer step: TRAIN_GRAD_ACCUM_STEPS, or as many as TRAIN_TOKENS_PER_STEP
+    needs (a GPU with a small micro-batch still takes steps of the size the learning rate is tuned for;
+    0 = auto: CUDA_TOKENS_PER_STEP on CUDA, one micro-batch elsewhere)."""
+    target = settings.train_tokens_per_step or (CUDA_TOKENS_PER_STEP if device == "cuda" else 0)
+    wanted = math.ceil(target / tokens_per_micro_step) if target else 1
+    return max(settings.train_grad_accum_steps, wanted)
+
+
+def validation_windows(settings: Settings, seq_len: int, world_size: int) -> int:
+    """How many seq_len windows an evaluation reads: VAL_EVAL_TOKENS (or VAL_EVAL_BATCHES x 2,048
+    tokens, the original's 4 x 512), a multiple of the ranks so each evaluates an equal share."""
+    budget = settings.val_eval_tokens or settings.val_eval_batches * 2048
+    windows = max(1, budget // seq_len)
+    return max(world_size, windows // world_size * world_size)
+
+
 class Trainer:
     def __init__(
         self, settings: Settings, source: BatchSource, runtime: Runtime, config: ModelConfig
@@ -104,10 +127,12 @@ class Trainer:
         self.settings, self.source, self.runtime, self.config = settings, source, runtime, config
         self.batch_size = profile.train_batch_size  # sequences per micro-batch on each rank
         self.seq_len = profile.train_seq_len
-        self.grad_accum = settings.train_grad_accum_steps
-        # Validation windows per batch across all ranks: fixed, so the validation set stays the same
-        # when an out-of-memory retry shrinks the micro-batch, and equal for 1 x 2B and 2 x B processes.
-        self.eval_batch_size = self.batch_size * runtime.world_size
+        self.grad_accum = accumulation_steps(
+            settings, self.batch_size * self.seq_len * runtime.world_size, runtime.device.type
+        )
+        # The validation windows depend on the token budget and the sequence length only, never on the
+        # batch size (which auto-tune and out-of-memory retries change): best_val_loss stays comparable.
+        self.val_windows = validation_windows(settings, self.seq_len, runtime.world_size)
         self.schedule = Schedule.from_settings(settings)
         torch.manual_seed(settings.train_seed)
         self.model = Transformer(config).to(runtime.device)
@@ -117,8 +142,25 @@ class Trainer:
         self.state = TrainState()
         self._val: tuple[str, list[torch.Tensor], list[str]] | None = None
         self.train_model: nn.Module = self.model  # what the training forward runs: maybe DDP, compiled
+        # Draws micro-batches ahead on a thread, in the sampler's order (train/loader.py).
+        self.loader = BatchLoader(
+            source,
+            rank=runtime.rank,
+            world_size=runtime.world_size,
+            pin=runtime.device.type == "cuda",
+            prefetch=settings.train_prefetch_batches,
+        )
+        self.writer: CheckpointWriter | None = None  # saves in the background when set (train/writer.py)
+        self.saved_at = self.evaluated_at = time.monotonic()  # the clocks of saves and evaluations
+        self.saved_step = -1  # the step `latest` was last saved at (by this process)
         # Yields threads and priority while chat requests are served on this machine (train/sharing.py).
-        self.sharing = LoadController(settings, runtime.threads if runtime.device.type == "cpu" else 1)
+        # With PYTORCH_CPU_THREADS on auto, its threads follow the cores the machine has free.
+        auto = cpu_cores() // runtime.world_size if runtime.device.type == "cpu" else 0
+        auto = auto if settings.pytorch_cpu_threads is None else 0
+        self.sharing = LoadController(settings, runtime.threads if runtime.device.type == "cpu" else 1, auto)
+        if auto:
+            torch.set_num_threads(auto)  # all cores until others are seen working
+            runtime.threads = auto
         if runtime.distributed:
             device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
             self.train_model = DistributedDataParallel(self.model, device_ids=device_ids)
@@ -161,6 +203,8 @@ class Trainer:
             self.model.load_state_dict(checkpoint.weights, strict=True)
         except RuntimeError as exc:
             raise CheckpointError(f"{checkpoint.directory}: weights do not fit the model: {exc}") from None
+        if self.scaler is not None and checkpoint.meta.get("scaler"):
+            self.scaler.load_state_dict(checkpoint.meta["scaler"])  # fp16: resume with the same scale
         if checkpoint.optimizer is not None:
             self.optimizer.load_state_dict(checkpoint.optimizer)
             for group, decay in zip(
@@ -170,9 +214,11 @@ class Trainer:
         else:
             self.optimizer.state.clear()
         self.optimizer.zero_grad(set_to_none=True)
+        self.loader.reset()
         sampler = base64.b64decode(checkpoint.meta["sampler_state"])
         self.generator.set_state(torch.frombuffer(bytearray(sampler), dtype=torch.uint8))
         self.state = TrainState.from_dict(checkpoint.meta["state"])
+        self.saved_step = self.state.step
 
     def checkpoint_payload(self) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
         """(weights, meta, optimizer state) for CheckpointStore.save."""
@@ -199,6 +245,7 @@ class Trainer:
                 "precision": self.runtime.precision,
                 "seed": self.settings.train_seed,
             },
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "saved_at": time.time(),
             "aifactory_version": __version__,
             "torch_version": torch.__version__,
@@ -242,19 +289,19 @@ class Trainer:
         self.model.train()
         for micro in range(self.grad_accum):
             self.sharing.poll()
-            if stop is not None and stop():
+            # Under DDP a stop check is a collective (all ranks must stop alike): once per step, not
+            # a host sync per micro-batch.
+            if stop is not None and (micro == 0 or not runtime.distributed) and stop():
                 self.optimizer.zero_grad(set_to_none=True)
                 self.generator.set_state(rewind)
+                self.loader.reset()  # what it drew ahead follows the rewound state no longer
                 return None
-            rows = self.source.train_batch(B * runtime.world_size, T, self.generator)
-            inputs, targets = inputs_and_targets(
-                rows, runtime.rank * B, (runtime.rank + 1) * B, runtime.device
-            )
+            batch = self.loader.next(self.generator, B, T).to(runtime.device)
             last = micro == self.grad_accum - 1
             sync = contextlib.nullcontext() if last or not runtime.distributed else self.train_model.no_sync()
             with sync:
                 with runtime.autocast():
-                    loss = self.train_model(inputs, targets)
+                    loss = self.train_model(batch.inputs, batch.targets)
                 scaled = loss / self.grad_accum
                 (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
             loss_sum += loss.detach().float()
@@ -286,8 +333,9 @@ class Trainer:
 
     # --- evaluation ----------------------------------------------------------------------------------------
     def val_key(self) -> str:
-        shape = f"{self.settings.val_eval_batches}x{self.eval_batch_size}x{self.seq_len}"
-        return f"{self.source.val_version}/{shape}"
+        """Which validation set a loss was measured on: the data's validation version and the windows
+        laid over it (how many, how long), not how they are batched."""
+        return f"{self.source.val_version}/{self.val_windows}x{self.seq_len}"
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:
@@ -298,10 +346,9 @@ class Trainer:
         those tokens stand for: unlike the loss it does not depend on the tokenizer's vocabulary."""
         runtime = self.runtime
         key = self.val_key()
-        count = self.settings.val_eval_batches
         if self._val is None or self._val[0] != key:
-            windows = self.source.val_batches(self.eval_batch_size, self.seq_len, count)
-            labels = self.source.val_row_languages(self.eval_batch_size, self.seq_len, count)
+            windows = self.source.val_batches(self.val_windows, self.seq_len, 1)
+            labels = self.source.val_row_languages(self.val_windows, self.seq_len, 1)
             self._val = (key, windows, labels)
         _, windows, labels = self._val
         languages = sorted(set(labels))
@@ -310,9 +357,9 @@ class Trainer:
         # Per language: nats over all tokens, tokens, nats over tokens that are text, their bytes
         sums = torch.zeros(max(1, len(languages)), 4, dtype=torch.float64, device=runtime.device)
         self.model.eval()
-        share = self.eval_batch_size // runtime.world_size  # each rank evaluates its rows of every batch
+        share = self.val_windows // runtime.world_size  # each rank evaluates its share of the windows
         for number, window in enumerate(windows):
-            first = number * self.eval_batch_size + runtime.rank * share
+            first = number * self.val_windows + runtime.rank * share
             mine = window[runtime.rank * share : (runtime.rank + 1) * share]
             for offset in range(0, mine.size(0), self.batch_size):
                 batch = mine[offset : offset + self.batch_size].to(runtime.device, non_blocking=True)

@@ -24,16 +24,19 @@ from aifactory.web.context import AppContext
 from aifactory.web.guards import RequestGuards
 from aifactory.web.routes import (
     control,
+    dashboard,
     datasets,
     documents,
     evals,
     exports,
+    frontier,
     generate,
     models,
     ollama_api,
     openai_api,
     policies,
     status,
+    stream,
     tokenize,
     training,
 )
@@ -60,6 +63,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.add_middleware(RequestGuards, settings=ctx.settings)
     app.include_router(status.open_router)
     read_routers = (status.router, training.router, policies.router, datasets.router, documents.router)
+    read_routers += (frontier.router, stream.router)  # the dashboard's reads (issue #16)
     for router in (*read_routers, exports.router):
         app.include_router(router, dependencies=[ReadAccess])
     app.include_router(control.router)
@@ -76,4 +80,5 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.include_router(ollama_api.router)
     app.include_router(ollama_api.api)
     serving.install(app, ctx)
+    dashboard.install(app)  # `/` and /static (web/routes/dashboard.py)
     return app

@@ -44,12 +44,17 @@ OPEN_BY_DESIGN: dict[str, str] = {
     "/tokenizer_info": "tokenizer endpoint for lm-evaluation-harness: guarded by API_KEYS",
     "/ollama": "Ollama-compatible base URL (answers 'Ollama is running', as Ollama does)",
     "/ollama/": "Ollama-compatible generation: guarded by API_KEYS",
+    # The dashboard (web/routes/dashboard.py): the page and its scripts hold no data; every call they
+    # make carries the token kept in the browser.
+    "/": "the dashboard page, no data (the API index is at /api, read-guarded)",
+    "/static": "the mount of the dashboard's files (below)",
+    "/static/": "the dashboard's scripts, styles and icon, no data",
 }
 
 
 def is_open_by_design(path: str) -> bool:
-    return path in OPEN_BY_DESIGN or any(
-        prefix.endswith("/") and path.startswith(prefix) for prefix in OPEN_BY_DESIGN
+    return path in OPEN_BY_DESIGN or any(  # "/" is the page alone, not a prefix of every path
+        prefix.endswith("/") and prefix != "/" and path.startswith(prefix) for prefix in OPEN_BY_DESIGN
     )
 
 

@@ -141,6 +141,7 @@ class RuntimeConfig(BaseModel):
     use_production_model: bool
     auto_tune_realtime: bool
     auto_profile: AutoProfile
+    db_ui_url: str = Field("", description="DB_UI_URL: the database console the dashboard links to.")
 
 
 class ApiIndex(BaseModel):

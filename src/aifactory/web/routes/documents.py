@@ -1,10 +1,11 @@
-"""Documents: GET /api/documents/rejections says which pages were dropped and why."""
+"""Documents: GET /api/documents/rejections says which pages were dropped and why; explain, one page."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, Field
 
 from aifactory.db import rejections as rejection_log
@@ -71,3 +72,19 @@ def list_rejections(
         counts=[RejectionCount(**row) for row in rejection_log.counts(ctx.db, domain=domain, reason=reason)],
         total=rejection_log.total(ctx.db, domain=domain, reason=reason),
     )
+
+
+@router.get("/api/documents/explain")
+def explain_page(
+    ctx: Ctx,
+    url: Annotated[
+        str,
+        Query(min_length=8, max_length=2000, pattern=r"^https?://", description="An http(s) page URL."),
+    ],
+) -> dict[str, Any]:
+    """Why a page was kept or dropped: every quality rule's value, threshold and verdict, judged on the
+    staged page or the stored text (`aifactory explain URL --no-fetch --json`). Never fetches and never
+    reads a local file: only what the factory already holds."""
+    from aifactory.text.explain import as_dict, explain  # text processing: loaded on the first call only
+
+    return jsonable_encoder(as_dict(explain(ctx.settings, ctx.db, url, fetch=False)))

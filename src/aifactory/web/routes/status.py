@@ -59,12 +59,21 @@ def engine_status(row: dict) -> EngineStatus:
     )
 
 
-@router.get("/", response_model=ApiIndex)
+def readable_as_is(operation: dict) -> bool:
+    """A GET one can open as it is: no required parameter, and not a stream (the dashboard's events)."""
+    content = operation.get("responses", {}).get("200", {}).get("content", {})
+    required = any(p.get("required") for p in operation.get("parameters", []))
+    return not required and list(content) != ["text/event-stream"]
+
+
+@router.get("/api", response_model=ApiIndex)
 def index(request: Request, ctx: Ctx) -> ApiIndex:
-    """What a person opening the server's address finds: this node and where to read from."""
+    """This node and where to read from (`/` is the dashboard)."""
     paths = request.app.openapi()["paths"]  # the app's own description of itself, cached by FastAPI
     endpoints = sorted(
-        path for path, ops in paths.items() if "get" in ops and "{" not in path and path != "/"
+        path
+        for path, ops in paths.items()
+        if "get" in ops and "{" not in path and path != "/" and readable_as_is(ops["get"])
     )
     return ApiIndex(
         name="AI Factory Engine",
@@ -124,6 +133,7 @@ def runtime_config(ctx: Ctx) -> RuntimeConfig:
         use_production_model=ctx.settings.use_production_model,
         auto_tune_realtime=ctx.settings.auto_tune_realtime,
         auto_profile=AutoProfile(**profile.as_dict()),
+        db_ui_url=ctx.settings.db_ui_url,
     )
 
 
