@@ -46,6 +46,7 @@ from typing import Any
 
 from aifactory import __version__
 from aifactory.autotune import cpu_cores
+from aifactory.cluster.membership import process_alive
 from aifactory.dataset import DatasetError
 from aifactory.dataset.lock import dataset_lock
 from aifactory.dataset.shards import INDEX_DTYPE, Manifest, dataset_root, shard_path
@@ -266,18 +267,8 @@ def remove_stale_staging(data_dir: Path) -> None:
     """The staging folders of backups that were killed (their links would keep old checkpoints alive)."""
     for path in data_dir.glob(".backup-staging-*"):
         pid = path.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid), None):
             shutil.rmtree(path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def backup(settings: Settings, target: Path) -> dict[str, Any]:
