@@ -35,9 +35,9 @@ api() {
     [ -n "$KEY" ] && headers+=(-H "authorization: Bearer $KEY")
     if [ $# -ge 3 ]; then
         curl -sS -m 120 -o "$BODY" -w '%{http_code}' -X "$1" "${headers[@]}" \
-            -H "content-type: application/json" --data "$3" "$BASE_URL$2" 2>"$WORK/curl.err" || echo 000
+            -H "content-type: application/json" --data "$3" "$BASE_URL$2" 2>"$WORK/curl.err" || true  # on failure curl prints 000 itself
     else
-        curl -sS -m 120 -o "$BODY" -w '%{http_code}' -X "$1" "${headers[@]}" "$BASE_URL$2" 2>"$WORK/curl.err" || echo 000
+        curl -sS -m 120 -o "$BODY" -w '%{http_code}' -X "$1" "${headers[@]}" "$BASE_URL$2" 2>"$WORK/curl.err" || true  # on failure curl prints 000 itself
     fi
 }
 

@@ -180,6 +180,48 @@ def test_a_truncated_file_a_missing_file_and_a_missing_manifest_are_refused(
     assert not target.data_dir.exists()
 
 
+def test_a_manifest_naming_files_outside_the_backup_is_refused(
+    small_backup: tuple[Settings, Path], make_settings: Any, tmp_path: Path
+) -> None:
+    """The manifest is input: a name with `..`, an absolute path or an unknown database file is refused
+    before anything is written."""
+    _, folder = small_backup
+    target = restore_target(make_settings, tmp_path)
+    original = json.loads((folder / "backup.json").read_text())
+    outside = tmp_path / "outside.txt"
+    for name in ("data/../../outside.txt", str(outside)):
+        manifest = json.loads(json.dumps(original))
+        manifest["files"][name] = {"bytes": 1, "sha256": "0" * 64}
+        (folder / "backup.json").write_text(json.dumps(manifest))
+        with pytest.raises(BackupError, match="names a file outside the backup"):
+            restore(target, folder)
+    manifest = json.loads(json.dumps(original))
+    manifest["database"]["file"] = "../../outside.txt"
+    (folder / "backup.json").write_text(json.dumps(manifest))
+    with pytest.raises(BackupError, match="unknown database file"):
+        restore(target, folder)
+    assert not outside.exists() and not target.data_dir.exists()
+
+
+def test_a_failed_database_load_with_force_leaves_the_old_data_directory(
+    small_backup: tuple[Settings, Path], make_settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aifactory.ops import database_dump
+
+    _, folder = small_backup
+    target = restore_target(make_settings, tmp_path)
+    target.data_dir.mkdir()
+    (target.data_dir / "notes.txt").write_text("mine")
+
+    def failing_load(*args: Any, **kwargs: Any) -> None:
+        raise database_dump.DumpError("pg_restore failed: the server went away")
+
+    monkeypatch.setattr(database_dump, "load", failing_load)
+    with pytest.raises(BackupError, match="DATA_DIR was left as it was"):
+        restore(target, folder, force=True)
+    assert [p.name for p in target.data_dir.iterdir()] == ["notes.txt"]
+
+
 def test_a_non_empty_data_directory_is_refused_without_force(
     small_backup: tuple[Settings, Path], make_settings: Any, tmp_path: Path
 ) -> None:

@@ -50,3 +50,18 @@ def test_an_engine_that_does_not_follow_ignite_runs_from_the_start_until_stopped
         assert engine_db.desired_states(db, "n1")["always"] == "stopped"
     finally:
         restarted.stop(timeout=10)
+
+
+def test_a_second_inference_engine_on_the_same_folder_is_refused_naming_the_first(make_settings) -> None:
+    import os
+
+    import pytest
+
+    from aifactory.serve.server import EngineBusy, engine_lock
+
+    settings = make_settings()
+    busy = rf"served by another inference engine \(pid {os.getpid()}\)"
+    with engine_lock(settings), pytest.raises(EngineBusy, match=busy), engine_lock(settings):
+        pass
+    with engine_lock(settings):  # released: the next one takes it
+        pass

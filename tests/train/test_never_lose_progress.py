@@ -13,7 +13,7 @@ import torch
 
 from aifactory.train import checkpoint as checkpoint_module
 from aifactory.train.checkpoint import CheckpointDiskFull, CheckpointError, CheckpointStore
-from aifactory.train.cycle import Hooks, roll_back, run_cycle, run_cycle_with_recovery, save
+from aifactory.train.cycle import Hooks, finish, roll_back, run_cycle, run_cycle_with_recovery, save
 from aifactory.train.runtime import setup_runtime
 from aifactory.train.trainer import Trainer
 from aifactory.train.writer import CheckpointWriter
@@ -111,6 +111,33 @@ def test_a_full_disk_in_the_background_writer_is_reported_and_training_goes_on(
     assert trainer.state.step == 4
     assert any("disk full" in m and level == "error" for level, m in recorder.messages)
     assert not list(store.root.glob("*.partial"))
+
+
+def test_stop_right_after_a_failed_background_save_still_saves_latest(
+    make_settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer's save of the last step failed (the disk was full for a moment): Stop saves it again."""
+    trainer, store = started(make_settings, tmp_path, val_eval_every=100)
+    trainer.writer = CheckpointWriter(store)
+    real_save = CheckpointStore.save
+    failures = [1]
+
+    def full_once(self, *args, **kwargs):
+        if failures[0]:
+            failures[0] -= 1
+            raise CheckpointDiskFull("disk full: 0.00 GB free, checkpoint needs 0.01 GB")
+        return real_save(self, *args, **kwargs)
+
+    recorder = Recorder()
+    run_cycle(trainer, store, recorder.hooks(), 3)
+    trainer.writer.flush()
+    monkeypatch.setattr(CheckpointStore, "save", full_once)
+    trainer.train_step()
+    save(trainer, store, ("latest",), recorder.hooks().report)  # accepted by the writer, then fails
+    finish(trainer, store, recorder.hooks())
+    trainer.writer.close()
+    assert any("disk full" in m and level == "error" for level, m in recorder.messages)
+    assert store.read_meta("latest")[1]["step"] == trainer.state.step == 4
 
 
 def test_deleting_both_pointers_resumes_from_the_newest_step_directory(tmp_path: Path) -> None:

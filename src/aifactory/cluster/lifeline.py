@@ -86,11 +86,18 @@ class ProcessStop:
         return True
 
 
-def bind_engine_process(parent_pid: int, stop: ProcessStop, grace: float) -> None:
-    """First thing in an engine's own process: SIGTERM and the node's death mean stop and save."""
+def bind_engine_process(
+    parent_pid: int, stop: ProcessStop, grace: float, *, death_signal: bool = True
+) -> None:
+    """First thing in an engine's own process: SIGTERM and the node's death mean stop and save.
+
+    `death_signal=False` for a child started from a thread that may end before it (a web server's
+    worker thread): the kernel would send the parent-death signal when that thread ends, so such a
+    child relies on the watchdog alone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    set_parent_death_signal(signal.SIGTERM)
+    if death_signal:
+        set_parent_death_signal(signal.SIGTERM)
 
     def orphaned() -> None:
         log.warning("the node (pid %s) is gone: stopping this engine process", parent_pid)

@@ -567,6 +567,7 @@ evaluation_jobs = sa.Table(
     sa.Column("run_id", sa.BigInteger),
     sa.Column("error", sa.Text, nullable=False, server_default=""),
     sa.Column("pid", sa.Integer),
+    sa.Column("pid_started", sa.Float),  # the process's start time: tells a reused pid from it
     sa.Column("node_id", sa.String(128), nullable=False, server_default=""),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("finished_at", sa.Float),

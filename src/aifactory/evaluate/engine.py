@@ -16,15 +16,11 @@ from aifactory.evaluate.target import Target, resolve
 NICE = 10
 
 
-def evaluate_best(ctx: EngineContext, seen: set[str]) -> Target | None:
-    """Evaluate the best checkpoint if its weights are new; the target evaluated, else None."""
+def evaluate_best(ctx: EngineContext, seen: set[str], target: Target) -> Target | None:
+    """Evaluate the best checkpoint `target` if its weights are new; the target evaluated, else None."""
     from aifactory.evaluate import suite
 
     settings = ctx.settings
-    try:
-        target = resolve(settings, "best")
-    except EvalError:
-        return None  # no best checkpoint yet
     if target.digest in seen or store.score_of(ctx.db, target.digest) is not None:
         seen.add(target.digest)
         return None
@@ -80,8 +76,18 @@ def evaluate_new_best(ctx: EngineContext) -> None:
     seen: set[str] = set()
     while not ctx.stopping():
         ctx.set_phase("waiting", "for a new best checkpoint")
-        target = evaluate_best(ctx, seen)
-        if target is not None and ctx.settings.auto_promote and not ctx.stopping():
-            auto_promote(ctx, target)
+        try:
+            best = resolve(ctx.settings, "best")
+        except EvalError:
+            best = None  # no best checkpoint yet
+        if best is not None and best.digest not in seen:
+            try:
+                # held: the trainer keeps a few snapshots only and may delete this one meanwhile
+                with gate.held(ctx.settings, best, "best") as pinned:
+                    target = evaluate_best(ctx, seen, pinned)
+                    if target is not None and ctx.settings.auto_promote and not ctx.stopping():
+                        auto_promote(ctx, target)
+            except EvalError as exc:
+                ctx.log(f"cannot evaluate {best.directory.name}: {exc}", level="warning")
         if ctx.wait(ctx.settings.eval_poll_sec):
             break

@@ -15,12 +15,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from aifactory.cluster.membership import process_alive
+from aifactory.cluster.membership import process_alive, process_started
 from aifactory.db.database import Database
 from aifactory.db.schema import evaluation_jobs
 from aifactory.settings import Settings
 
 NICE = 10
+# A running job that has written no progress for this long is dead wherever it ran (its host may be
+# gone: a recreated container has another hostname); evaluation phases report far more often.
+STALE_SEC = 2 * 3600
 
 
 class JobRunning(Exception):
@@ -43,8 +46,7 @@ def current(db: Database) -> dict[str, Any] | None:
     if row is None:
         return None
     job = dict(row._mapping)
-    mine = job["node_id"] == socket.gethostname()
-    if job["status"] == "running" and mine and job["pid"] and not process_alive(job["pid"], None):
+    if job["status"] == "running" and _dead(db, job):
         update(
             db,
             job["id"],
@@ -55,6 +57,17 @@ def current(db: Database) -> dict[str, Any] | None:
         )
         return current(db)
     return job
+
+
+def _dead(db: Database, job: dict[str, Any]) -> bool:
+    last = job["updated_at"] or job["created_at"]
+    if db.clock() - last > STALE_SEC:
+        return True
+    if job["node_id"] != socket.gethostname():
+        return False  # another host's process: only its silence tells
+    if job["pid"] is None:
+        return db.clock() - job["created_at"] > 60  # its starter died before it recorded the process
+    return not process_alive(job["pid"], job["pid_started"])
 
 
 def start(settings: Settings, db: Database, model: str) -> int:
@@ -82,8 +95,19 @@ def start(settings: Settings, db: Database, model: str) -> int:
         name=f"aifactory-eval-{job_id}",
         daemon=True,
     )
-    process.start()
-    update(db, job_id, pid=process.pid)
+    try:
+        process.start()
+    except Exception as exc:
+        update(
+            db,
+            job_id,
+            status="failed",
+            error=f"could not start: {exc}",
+            message="failed",
+            finished_at=db.clock(),
+        )
+        raise
+    update(db, job_id, pid=process.pid, pid_started=process_started(process.pid))
     return job_id
 
 
@@ -93,7 +117,8 @@ def _job_process(settings: Settings, job_id: int, parent_pid: int) -> None:
     from aifactory.evaluate.commands import run_and_store
 
     stop = lifeline.ProcessStop()
-    lifeline.bind_engine_process(parent_pid, stop, settings.engine_stop_timeout_sec)
+    # started from a web worker thread, which may end first: the watchdog alone ties it to the server
+    lifeline.bind_engine_process(parent_pid, stop, settings.engine_stop_timeout_sec, death_signal=False)
     os.nice(NICE)
     db = Database(settings.resolved_database_url(), pool_size=1)
     try:

@@ -46,6 +46,7 @@ from typing import Any
 
 from aifactory import __version__
 from aifactory.autotune import cpu_cores
+from aifactory.cluster.membership import process_alive
 from aifactory.dataset import DatasetError
 from aifactory.dataset.lock import dataset_lock
 from aifactory.dataset.shards import INDEX_DTYPE, Manifest, dataset_root, shard_path
@@ -266,18 +267,8 @@ def remove_stale_staging(data_dir: Path) -> None:
     """The staging folders of backups that were killed (their links would keep old checkpoints alive)."""
     for path in data_dir.glob(".backup-staging-*"):
         pid = path.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid), None):
             shutil.rmtree(path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def backup(settings: Settings, target: Path) -> dict[str, Any]:
@@ -398,6 +389,14 @@ def verified_copy(source: Path, relative: str, expected: dict[str, Any], target:
         raise BackupError(f"backup file {path} is damaged: its sha256 does not match {MANIFEST}")
 
 
+def _safe_name(source: Path, name: str) -> str:
+    """A manifest's file name, refused when it would reach outside the backup (the manifest is input)."""
+    path = Path(name)
+    if path.is_absolute() or ".." in path.parts or not path.parts:
+        raise BackupError(f"{source / MANIFEST} names a file outside the backup: {name!r}")
+    return name
+
+
 def _empty(directory: Path) -> bool:
     return not directory.exists() or not any(directory.iterdir())
 
@@ -424,7 +423,11 @@ def restore(settings: Settings, source: Path, *, force: bool = False) -> dict[st
             f"DATA_DIR {data_dir} is not empty: restore into an empty folder, or --force to replace it"
         )
     files: dict[str, dict[str, Any]] = manifest["files"]
+    for name in files:
+        _safe_name(source, name)
     dump_name = manifest["database"]["file"]
+    if dump_name not in (database_dump.SQLITE_FILE, database_dump.POSTGRES_FILE):
+        raise BackupError(f"{source / MANIFEST} names an unknown database file {dump_name!r}")
     if dump_name not in files:
         raise BackupError(f"{source / MANIFEST} does not list the database file {dump_name}")
     database_file = sqlite_path(url)
@@ -442,11 +445,17 @@ def restore(settings: Settings, source: Path, *, force: bool = False) -> dict[st
         dump_copy = staging / dump_name
         verified_copy(source, dump_name, files[dump_name], dump_copy)
         (staging / "data").mkdir(exist_ok=True)
+        # The old DATA_DIR (empty, or --force) is kept aside until the database is loaded: a load that
+        # fails puts it back, so files and database never come from two different states.
+        previous = staging / "previous"
         if data_dir.exists():
-            shutil.rmtree(data_dir)  # empty, or --force: the verified copy replaces it
+            os.replace(data_dir, previous)
         os.replace(staging / "data", data_dir)
         try:
             database_dump.load(url, dump_copy, force=force or inside)
-        except database_dump.DumpError as exc:
-            raise BackupError(str(exc)) from None
+        except (database_dump.DumpError, OSError) as exc:
+            shutil.rmtree(data_dir, ignore_errors=True)
+            if previous.exists():
+                os.replace(previous, data_dir)
+            raise BackupError(f"{exc}; DATA_DIR was left as it was") from None
     return manifest

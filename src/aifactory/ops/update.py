@@ -142,22 +142,22 @@ def fetch_model(settings: Settings, release: Release) -> tuple[str, Path]:
                 raise UpdateError(f"{release.url}: model.files.{name} needs a url and a sha256")
             size = entry.get("bytes")
             download(release.resolve(str(entry["url"])), staging / name, entry.get("sha256", ""), size)
-        _check_checkpoint(staging)
+        _check_checkpoint(staging, str(files["model.safetensors"].get("sha256", "")))
     except BaseException:
         shutil.rmtree(download_dir, ignore_errors=True)
         raise
     return version, staging
 
 
-def _check_checkpoint(folder: Path) -> None:
-    """The weights are the ones meta.json describes (what the registry and the loader check again)."""
+def _check_checkpoint(folder: Path, downloaded: str) -> None:
+    """The weights are the ones meta.json describes (what the registry and the loader check again).
+    `downloaded` is their sha256, verified while they were downloaded: no second pass over them."""
     try:
         meta = json.loads((folder / "meta.json").read_text())
         expected = meta["files"]["model.safetensors"]["sha256"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UpdateError(f"the downloaded meta.json is not a checkpoint's ({exc})") from None
-    digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
-    if digest != expected:
+    if downloaded.lower() != str(expected).lower():
         raise UpdateError("the downloaded model.safetensors does not match its meta.json")
 
 

@@ -49,12 +49,14 @@ def scored(settings: Settings, db: Database, target: Target, node_id: str = "") 
 
 
 @contextlib.contextmanager
-def held(settings: Settings, target: Target) -> Iterator[Target]:
+def held(settings: Settings, target: Target, name: str | None = None) -> Iterator[Target]:
     """`target` with its files hard-linked under the models folder while the gate works on it.
 
     The trainer keeps only a few snapshots: the candidate's checkpoint directory can be deleted while it
     is being evaluated. The links keep its files (no copy, same disk) until the gate has registered it.
-    The folder keeps the checkpoint's name, so the version still records where it came from."""
+    The folder keeps the checkpoint's name, so the version still records where it came from. `name` is
+    what the target was asked for by (best, latest): when its directory vanishes before it is linked,
+    the name is looked up again."""
     if target.directory.parent == pointer.models_root(settings):
         yield target  # already a registered version: immutable
         return
@@ -65,9 +67,12 @@ def held(settings: Settings, target: Target) -> Iterator[Target]:
                 shutil.copytree(target.directory, hold / target.directory.name, copy_function=_link)
                 break
             except (OSError, shutil.Error):
-                # deleted or replaced under us: look the name up again (best has moved on)
                 shutil.rmtree(hold, ignore_errors=True)
-                target = resolve(settings, target.name)
+                if name is None:
+                    raise EvalError(
+                        f"the checkpoint {target.directory} was deleted; evaluate another"
+                    ) from None
+                target = resolve(settings, name)  # deleted or replaced under us: best has moved on
         else:
             raise EvalError(f"the checkpoint {target.directory.name} kept disappearing; try again")
         yield replace(target, directory=hold / target.directory.name)
@@ -104,7 +109,8 @@ def promote(
     force = settings.force_promote if force is None else force
     clean_holds(settings)
     try:
-        with held(settings, resolve(settings, checkpoint or "best")) as candidate:
+        name = checkpoint or "best"
+        with held(settings, resolve(settings, name), None if "/" in name else name) as candidate:
             return _promote(settings, db, candidate, force, node_id)
     except EvalError as exc:
         raise RegistryError(str(exc)) from None

@@ -8,7 +8,6 @@ they already have. Nothing here imports torch."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import secrets
@@ -22,6 +21,7 @@ from aifactory.cluster.membership import process_alive
 from aifactory.db.database import Database
 from aifactory.db.schema import model_promotions, model_registry, model_versions
 from aifactory.evaluate import store
+from aifactory.ops.backup import copy_hashed
 from aifactory.registry import RegistryError, card, pointer
 from aifactory.settings import Settings
 
@@ -102,10 +102,11 @@ def register(
     tokenizer = tokenizer_dir(settings, str(meta.get("tokenizer_hash", "")))
     if tokenizer is None:
         raise RegistryError(f"the tokenizer of {source} ({str(meta.get('tokenizer_hash'))[:16]}) is missing")
-    weights = (source / WEIGHTS).read_bytes()
-    if hashlib.sha256(weights).hexdigest() != digest:
-        raise RegistryError(f"{source / WEIGHTS} does not match its meta.json: the checkpoint is corrupt")
-    check_free_disk(settings, len(weights) + sum((tokenizer / f).stat().st_size for f in TOKENIZER_FILES))
+    try:
+        size = (source / WEIGHTS).stat().st_size
+    except OSError as exc:
+        raise RegistryError(f"{source} is not a complete checkpoint ({exc})") from None
+    check_free_disk(settings, size + sum((tokenizer / f).stat().st_size for f in TOKENIZER_FILES))
     clean_partials(settings)
     root = pointer.models_root(settings)
     data = card.dataset_facts(db, str(meta.get("dataset_version", "")))
@@ -119,7 +120,11 @@ def register(
         partial = root / f".{final.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
         shutil.rmtree(partial, ignore_errors=True)
         (partial / "tokenizer").mkdir(parents=True)
-        (partial / WEIGHTS).write_bytes(weights)
+        # Copied and hashed in one streamed pass: weights of several GB never sit in memory.
+        size, copied = copy_hashed(source / WEIGHTS, partial / WEIGHTS)
+        if copied != digest:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise RegistryError(f"{source / WEIGHTS} does not match its meta.json: the checkpoint is corrupt")
         for name in TOKENIZER_FILES:
             shutil.copyfile(tokenizer / name, partial / "tokenizer" / name)
         version_meta = {
@@ -149,7 +154,7 @@ def register(
         "tokenizer_hash": str(meta.get("tokenizer_hash", "")),
         "dataset_version": str(meta.get("dataset_version", "")),
         "parameters": int(meta.get("parameters", 0)),
-        "size_bytes": len(weights),
+        "size_bytes": size,
         "card": model_card,
         "node_id": node_id,
     }

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from aifactory.cluster.context import EngineContext
+from aifactory.locks import LockHeld, file_lock
 from aifactory.serve import catalog, protocol
 from aifactory.settings import Settings
 from aifactory.train import sharing
@@ -41,24 +41,11 @@ class EngineBusy(RuntimeError):
 @contextlib.contextmanager
 def engine_lock(settings: Settings) -> Any:
     directory = protocol.serve_dir(settings)
-    directory.mkdir(parents=True, exist_ok=True)
-    handle: IO[str] = (directory / "inference.lock").open("a+")
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.seek(0)
-        holder = handle.read().strip() or "another process"
-        handle.close()
-        raise EngineBusy(f"{directory} is served by another inference engine ({holder})") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()}\n")
-    handle.flush()
-    try:
-        yield
-    finally:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
+        with file_lock(directory / "inference.lock", f"pid {os.getpid()}"):
+            yield
+    except LockHeld as held:
+        raise EngineBusy(f"{directory} is served by another inference engine ({held.holder})") from None
 
 
 def _error(status: int, message: str, code: str, retry_after: int | None = None) -> dict[str, Any]:

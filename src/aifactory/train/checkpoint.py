@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import io
 import json
@@ -41,6 +40,8 @@ from typing import IO, Any
 
 import safetensors.torch
 import torch
+
+from aifactory.locks import LockHeld, file_lock
 
 WEIGHTS, OPTIMIZER, META = "model.safetensors", "optimizer.pt", "meta.json"
 POINTERS = ("latest", "best", "backup")
@@ -171,28 +172,13 @@ class CheckpointStore:
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Held by the one trainer writing here (engine or `aifactory train`); a second one is refused."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        handle: IO[str] = (self.root / ".lock").open("a+")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                raise CheckpointError(
-                    f"{self.root} is in use by another trainer ({holder}); stop it first"
-                ) from None
-            raise
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}\n")
-        handle.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            handle.close()
+            with file_lock(self.root / ".lock", f"pid {os.getpid()}"):
+                yield
+        except LockHeld as held:
+            raise CheckpointError(
+                f"{self.root} is in use by another trainer ({held.holder}); stop it first"
+            ) from None
 
     # --- pointers ------------------------------------------------------------------------------------
     def pointer_path(self, name: str) -> Path:

@@ -134,9 +134,11 @@ def saving_failed(
     trainer: Trainer, exc: Exception, pointers: tuple[str, ...], report: Callable[..., None] | None
 ) -> None:
     if "latest" in pointers:
-        # Try again in RETRY_SAVE_SEC, not only at the next regular save.
+        # Try again in RETRY_SAVE_SEC, not only at the next regular save; and `latest` is behind again,
+        # so that Stop (finish) saves it even when no step came after the failed save.
         every = trainer.settings.train_checkpoint_every_min * 60
         trainer.saved_at = time.monotonic() - max(0.0, every - RETRY_SAVE_SEC)
+        trainer.saved_step = -1
     if report is not None:
         report(
             f"checkpoint ({', '.join(pointers)}) at step {trainer.state.step} not saved: {exc}; training "
@@ -155,11 +157,14 @@ def report_writer_failures(trainer: Trainer, hooks: Hooks) -> None:
 def finish(trainer: Trainer, store: CheckpointStore | None, hooks: Hooks) -> None:
     """At the end of training (Stop, or the steps asked for): `latest` saved if it is behind, and
     every save written before returning."""
-    if trainer.saved_step != trainer.state.step:
-        save(trainer, store, ("latest",), hooks.report)
-    if trainer.writer is not None:
-        trainer.writer.flush()
-        report_writer_failures(trainer, hooks)
+    for _ in range(2):  # a second try when the first one failed (space freed meanwhile, a hiccup)
+        if trainer.saved_step != trainer.state.step:
+            save(trainer, store, ("latest",), hooks.report)
+        if trainer.writer is not None:
+            trainer.writer.flush()
+            report_writer_failures(trainer, hooks)
+        if trainer.saved_step == trainer.state.step:
+            return
 
 
 def checkpoint_due(trainer: Trainer) -> bool:

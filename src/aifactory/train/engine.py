@@ -151,8 +151,10 @@ def run_trainer(ctx: EngineContext, open_source: SourceFactory, poll_sec: float 
         except BaseException:
             trainer.writer.close()  # what was submitted gets written; nothing new from a failed state
             raise
-        finish(trainer, store, hooks)  # `latest` at Stop, and every save on disk before the lock goes
-        trainer.writer.close()
+        try:
+            finish(trainer, store, hooks)  # `latest` at Stop, and every save on disk before the lock goes
+        finally:
+            trainer.writer.close()
         ctx.set_phase("stopping", f"saved at step {trainer.state.step:,}")
 
 

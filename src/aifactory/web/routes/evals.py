@@ -114,7 +114,8 @@ async def run_evaluation(ctx: Ctx, body: EvalRequest | None = None) -> Any:
     """Start evaluating a model (default the best checkpoint); 409 while another evaluation runs."""
     model = (body or EvalRequest()).model
     try:
-        resolve(ctx.settings, model)  # a bad name or a missing checkpoint is a 400 now, not a failed job
+        # a bad name or a missing checkpoint is a 400 now, not a failed job (file reads: off the loop)
+        await run_in_threadpool(resolve, ctx.settings, model)
     except EvalError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
     try:

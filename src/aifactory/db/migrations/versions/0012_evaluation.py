@@ -90,6 +90,7 @@ def upgrade() -> None:
         sa.Column("run_id", sa.BigInteger),
         sa.Column("error", sa.Text, nullable=False, server_default=""),
         sa.Column("pid", sa.Integer),
+        sa.Column("pid_started", sa.Float),
         sa.Column("node_id", sa.String(128), nullable=False, server_default=""),
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("finished_at", sa.Float),
