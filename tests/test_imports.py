@@ -37,6 +37,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "aifactory.dataset",
             "aifactory.model",
             "aifactory.train",
+            "aifactory.chat",
+            # The chat template (pure: no imports of its own): chat tuning trains on exactly it.
+            "aifactory.serve.template",
         ),
     ),
     (

@@ -6,7 +6,7 @@ aifactory status        print nodes, engines and counters from the database
 aifactory config        print the effective settings (secrets masked) and the auto-tune profile
 aifactory db upgrade    apply database migrations
 aifactory crawl URL...  crawl from these URLs now (one-off, with a progress line) and print a summary
-aifactory ingest PATH   import local files through the text pipeline
+aifactory ingest PATH   import local files through the text pipeline (--chat: conversations)
 aifactory explain URL   why a page was kept or dropped: every quality rule's value, threshold and verdict
 aifactory train         train the model in the foreground for a number of steps
 aifactory model info    print the checkpoints' size, parameters and provenance
@@ -163,6 +163,8 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     if missing:
         print(f"aifactory: no such file or folder: {', '.join(missing)}", file=sys.stderr)
         return 1
+    if args.chat:
+        return cmd_ingest_chat(settings, args)
     with opened_database(settings) as db:
         totals, skipped = ingest(settings, db, args.paths)
     filtered = {
@@ -181,6 +183,21 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ingest_chat(settings: Settings, args: argparse.Namespace) -> int:
+    from aifactory.chat.ingest import ingest_files, render
+
+    with opened_database(settings) as db:
+        results, errors = ingest_files(settings, db, args.paths)
+        for line in render(results, []):
+            print(line)
+        for error in errors:
+            print(f"aifactory ingest --chat: {error}", file=sys.stderr)
+        if not results and not errors:
+            print("aifactory ingest --chat: no .jsonl or .json files found", file=sys.stderr)
+        print(f"database: {db.display_url}")
+    return 1 if errors or not results else 0
+
+
 def cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
     from aifactory.text.explain import as_dict, explain, render  # text-processing imports only here
 
@@ -197,7 +214,13 @@ def cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     from aifactory.train.foreground import train_command  # imports torch: only when training
 
-    return train_command(settings, steps=args.steps, text_file=args.text_file, out=args.checkpoint_dir)
+    return train_command(
+        settings,
+        steps=args.steps,
+        text_file=args.text_file,
+        out=args.checkpoint_dir,
+        chat_only=args.chat_only,
+    )
 
 
 def cmd_model_info(settings: Settings, args: argparse.Namespace) -> int:
@@ -350,6 +373,11 @@ def build_parser() -> argparse.ArgumentParser:
         ".jsonl with a `text` field, and Wikipedia pages-articles dumps (.xml, .xml.bz2).",
     )
     ingest.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders")
+    ingest.add_argument(
+        "--chat",
+        action="store_true",
+        help="the files are conversations (OpenAI messages, ShareGPT or Alpaca JSONL) for chat tuning",
+    )
     ingest.set_defaults(func=cmd_ingest)
 
     explain = sub.add_parser(
@@ -381,6 +409,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="train on this text file, one token per UTF-8 byte, instead of the token dataset "
         "(`aifactory dataset build`)",
+    )
+    train.add_argument(
+        "--chat-only",
+        action="store_true",
+        help="fine-tune the current model on the conversations only (loss on assistant tokens)",
     )
     train.add_argument(
         "--checkpoint-dir", type=Path, help="where checkpoints go (default: DATA_DIR/checkpoints)"

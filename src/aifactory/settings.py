@@ -59,6 +59,7 @@ NODE, ADMIN, TUNE, CRAWL, SOURCES, QUALITY, TOKENIZER, TRAIN, SERVE, EVAL = (
     "Evaluation and promotion",
 )
 EXPORT = "Export and fine-tuning"
+CHAT = "Chat tuning"
 
 # Settings resolved by the auto-tune profile when left unset; the value used without auto-tune.
 AUTO_FALLBACKS: dict[str, Any] = {
@@ -732,6 +733,35 @@ class Settings(BaseSettings):
     )
     lora_batch_size: int = setting(
         0, "Sequences per LoRA micro-batch; 0 = chosen from the device and its memory.", EXPORT, ge=0, le=4096
+    )
+
+    # --- chat tuning (issue #18) --------------------------------------------------------------------
+    chat_mix_ratio: float = setting(
+        0.2,
+        "Share of training windows that are conversations (loss on assistant tokens only); 0 = none.",
+        CHAT,
+        ge=0,
+        le=1,
+    )
+    enable_synthetic_chat: bool = setting(
+        True, "Build question-and-answer conversations from the corpus (marked synthetic).", CHAT
+    )
+    chat_synthetic_max_share: float = setting(
+        0.5, "Most of the conversation windows that may come from synthetic conversations.", CHAT, ge=0, le=1
+    )
+    chat_val_fraction: float = setting(
+        0.05,
+        "Share of conversations held out for validation, chosen by a hash of their key.",
+        CHAT,
+        gt=0,
+        lt=1,
+    )
+    chat_max_chars: int = setting(
+        20_000, "Longest conversation (characters of all its messages) that is ingested.", CHAT, ge=100
+    )
+    chat_max_turns: int = setting(64, "Most messages a conversation may have to be ingested.", CHAT, ge=2)
+    chat_inbox_poll_sec: float = setting(
+        30.0, "Seconds between two looks into DATA_DIR/chat-inbox for conversation files.", CHAT, gt=0
     )
 
     @field_validator("host")

@@ -230,6 +230,9 @@ documents = sa.Table(
     sa.Column("node_id", sa.String(128), nullable=False, server_default=""),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("minhash", sa.LargeBinary),  # uint32[112] signature, to confirm LSH candidates
+    # [[offset, level, heading], ...]: where the text's section headings start (migration 0018). The
+    # headings are lines of `text` as it is; this only says which lines they are.
+    sa.Column("sections", sa.JSON),
 )
 
 # Documents deleted because a newer version of their page replaced them. Their tokens may still sit in
@@ -443,6 +446,37 @@ export_jobs = sa.Table(
     sa.Column("updated_at", sa.Float),
 )
 sa.Index("ix_export_jobs_status", export_jobs.c.status)
+
+# --- conversations (issue #18) -------------------------------------------------------------------------
+# One row per conversation for chat tuning: ingested from files (OpenAI, ShareGPT, Alpaca) or built from
+# the corpus (synthetic, with the document it came from). `key` names the conversation across versions
+# (file and record, or the document and question), like a document's URL: a new text under the same key
+# replaces the row and counts up `version`. `split` is drawn once from the key and never changes.
+conversations = sa.Table(
+    "conversations",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("key", sa.String(600), nullable=False, unique=True),
+    sa.Column("origin", sa.String(500), nullable=False, server_default=""),  # file name or "corpus"
+    sa.Column("source_url", sa.String(2000), nullable=False, server_default=""),
+    sa.Column("domain", sa.String(255), nullable=False, server_default=""),
+    sa.Column("format", sa.String(32), nullable=False),  # openai, sharegpt, alpaca, definition, howto
+    sa.Column("synthetic", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("messages", sa.JSON, nullable=False),  # [{"role", "content"}, ...]
+    sa.Column("language", sa.String(16), nullable=False, server_default="und"),
+    sa.Column("split", sa.String(8), nullable=False, server_default="train"),  # train | val
+    sa.Column("content_hash", sa.LargeBinary(16), nullable=False, unique=True),
+    sa.Column("turns", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("char_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("license_tag", sa.String(64), nullable=False, server_default="unknown"),
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("doc_id", sa.BigInteger),  # the document a synthetic conversation was built from
+    sa.Column("node_id", sa.String(128), nullable=False, server_default=""),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+sa.Index("ix_conversations_split", conversations.c.split, conversations.c.synthetic)
+sa.Index("ix_conversations_doc_id", conversations.c.doc_id)
 
 # --- evaluation and model registry (issue #12) ---------------------------------------------------------
 # One evaluation_runs row per finished evaluation, written in one transaction with its parts, prompt

@@ -31,6 +31,13 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"prompts: keyword score {report['prompt_score']:.3f}")
         for prompt in report["prompts"]:
             lines.append(f"  [{prompt['score']:.2f}] {prompt['prompt']} -> {prompt['output'][:80]!r}")
+    chat = report.get("chat")
+    if chat:
+        lines.append(
+            f"chat: template adherence {chat['template_adherence']:.3f} ({chat['ended']} of "
+            f"{chat['conversations']} held-out answers end their turn), assistant-token loss "
+            f"{chat['assistant_loss']:.3f}"
+        )
     lines.append("growth samples:")
     for sample in report["growth"]:
         lines.append(f"  {sample['prompt']} -> {sample['output'][:80]!r}")

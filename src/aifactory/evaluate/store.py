@@ -86,6 +86,22 @@ def save(db: Database, report: dict[str, Any], node_id: str = "") -> int:
                     "items": 0,
                 }
             )
+        chat = report.get("chat")
+        if chat:  # chat tuning's part: assistant-token loss and template adherence on held-out chats
+            for part, value, items in (
+                ("chat_loss", chat["assistant_loss"], chat["assistant_tokens"]),
+                ("chat_adherence", chat["template_adherence"], chat["conversations"]),
+            ):
+                parts.append(
+                    {
+                        "run_id": run_id,
+                        "part": part,
+                        "language": "",
+                        "value": _finite(value),
+                        "chance": None,
+                        "items": items,
+                    }
+                )
         conn.execute(evaluation_parts.insert(), parts)
         if report["prompts"]:
             conn.execute(

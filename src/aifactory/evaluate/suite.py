@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from aifactory.chat import evaluate as chat_evaluate
 from aifactory.db.database import Database
 from aifactory.evaluate import EvalInterrupted, bpb, generate, prompts, score, task, validation
 from aifactory.evaluate.load import load_model
@@ -104,6 +105,16 @@ def evaluate(
     generated = len(prompt_list) * settings.eval_max_tokens + len(growth_list) * settings.eval_growth_tokens
     seconds["generation"] = time.perf_counter() - at
 
+    # The chat part (issue #18): held-out conversations and the chat growth prompts, in the template.
+    at = time.perf_counter()
+    chat = None
+    if chat_evaluate.has_chat_tokens(tokenizer):
+        tick = check(SHARES[0] + SHARES[1], SHARES[2], "chat: held-out conversations")
+        part = chat_evaluate.chat_part(settings, db, model, tokenizer, progress=tick)
+        chat = None if part is None else {k: v for k, v in part.as_dict().items() if k != "growth"}
+        growth += chat_evaluate.growth_answers(model, tokenizer, settings.eval_growth_tokens)
+    seconds["chat"] = time.perf_counter() - at
+
     state = meta.get("state", {})
     return {
         "model": target.name,
@@ -127,6 +138,7 @@ def evaluate(
         "prompt_score": sum(p["score"] for p in answered) / len(answered) if answered else None,
         "prompts": answered,
         "growth": growth,
+        "chat": chat,  # None: no held-out conversations (or no chat tokens)
         "work": {
             "scored_tokens": int(mc_task.choices.size + data.windows[:, 1:].numel()),
             "forward_tokens": int(task.sequences(mc_task).numel() + data.windows.numel()),

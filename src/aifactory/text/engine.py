@@ -23,6 +23,7 @@ from concurrent.futures import Executor
 from concurrent.futures.process import BrokenProcessPool
 
 from aifactory.autotune import cpu_cores
+from aifactory.chat.upkeep import chat_upkeep
 from aifactory.cluster import lifeline
 from aifactory.cluster.context import EngineContext
 from aifactory.db import Database, events
@@ -134,6 +135,7 @@ def process_batch(
 def run(ctx: EngineContext) -> None:
     policies = policy_db.load(ctx.db)
     loaded_at = time.monotonic()
+    chat_at = -float("inf")
     pool = make_pool()
     try:
         ctx.set_phase("idle", "waiting for pages")
@@ -141,6 +143,15 @@ def run(ctx: EngineContext) -> None:
         while not ctx.stopping():
             if time.monotonic() - loaded_at > POLICY_REFRESH_SEC:
                 policies, loaded_at = policy_db.load(ctx.db), time.monotonic()
+            if time.monotonic() - chat_at >= ctx.settings.chat_inbox_poll_sec:  # chat tuning (#18)
+                chat_at = time.monotonic()
+                try:
+                    made = chat_upkeep(ctx.settings, ctx.db)
+                except Exception as exc:  # conversations must never stop the documents
+                    log.warning("chat upkeep failed: %s", exc)
+                    made = Counter()
+                if made["chat.stored"] or made["chat.replaced"]:
+                    ctx.count(conversations=made["chat.stored"] + made["chat.replaced"])
             quarantined = staging.quarantine(ctx.db)
             if quarantined:
                 ctx.count(quarantined=len(quarantined))

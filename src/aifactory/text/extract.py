@@ -30,6 +30,7 @@ from trafilatura.xml import xmltotxt
 
 from aifactory.text.normalize import normalize_text
 from aifactory.text.prose import REMOVE_MARKERS, Prose, mark_link, mark_tree, parse_marked
+from aifactory.text.sections import Headings, markdown_headings, tree_headings
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 TEXT_TYPES = ("text/plain", "text/markdown", "text/x-markdown")
@@ -71,6 +72,7 @@ class Extracted:
     date: str | None = None
     prose: Prose | None = None  # the lines with their kinds (HTML); None: classify the text's lines
     marked: str = ""  # the text with the line markers (HTML), for documents split into parts
+    headings: Headings = ()  # the section headings, in order (text/sections.py)
 
 
 @contextlib.contextmanager
@@ -127,12 +129,13 @@ def extract_html(html: str, url: str | None = None) -> Extracted | None:
     body = getattr(document, "body", None)
     if body is None or not getattr(document, "text", None):
         return None
+    headings = tree_headings(body)
     mark_tree(body)
     marked = normalize_text(xmltotxt(body, include_formatting=False))
     text, prose = parse_marked(marked)
     if not text.strip():
         return None
-    return Extracted(text=text, title=title, date=date, prose=prose, marked=marked)
+    return Extracted(text=text, title=title, date=date, prose=prose, marked=marked, headings=headings)
 
 
 def _prepare_tree(tree: HtmlElement) -> None:
@@ -188,6 +191,7 @@ def extract_document(
     if kind in TEXT_TYPES or (not kind and not body.lstrip().startswith("<")):
         text = normalize_text(body)
         title = text.split("\n", 1)[0].lstrip("# ").strip()[:200] if kind != "text/plain" else ""
-        return Extracted(text=text, title=title) if text else None
+        headings = markdown_headings(text) if kind != "text/plain" else ()
+        return Extracted(text=text, title=title, headings=headings) if text else None
     with time_limit(timeout):
         return extract_html(body, url)

@@ -43,6 +43,7 @@ from aifactory.text.normalize import split_long
 from aifactory.text.pii import mask_pii
 from aifactory.text.prose import Prose, classify_text, parse_marked
 from aifactory.text.quality import QualityRules, QualityVerdict, assess_quality
+from aifactory.text.sections import section_offsets
 
 NEAR_DUPLICATE_SIMILARITY = 0.75  # LSH candidates are confirmed on the signatures before rejecting
 MAX_CANDIDATES = 20  # stored documents compared per new one (a popular band must not cost thousands)
@@ -88,6 +89,7 @@ class Analyzed:
     content_hash: bytes = b""
     signature: np.ndarray | None = None
     band_keys: list[int] = field(default_factory=list)
+    sections: list[list] = field(default_factory=list)  # [[offset, level, heading], ...] into `text`
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,7 @@ def analyze(raw: RawDocument, config: PipelineConfig) -> list[Analyzed]:
                 content_hash=content_hash(text),
                 signature=signature,
                 band_keys=hasher.band_keys(signature),
+                sections=section_offsets(text, extracted.headings),
             )
         )
     return out
@@ -484,6 +487,7 @@ def _insert(
                 "node_id": node_id,
                 "created_at": now,
                 "minhash": doc.signature.tobytes() if doc.signature is not None else None,
+                "sections": doc.sections or None,
             }
         )
     statement = dialect_insert(documents).on_conflict_do_nothing().returning(documents.c.id, documents.c.url)

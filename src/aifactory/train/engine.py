@@ -205,6 +205,8 @@ def train_until_stopped(
 
 def run(ctx: EngineContext) -> None:
     """The engine entry point: train continuously on the token dataset the dataset engine builds."""
+    from aifactory.chat.mix import with_chat_mix
     from aifactory.dataset.source import open_source  # the dataset imports sentencepiece and numpy
 
-    run_trainer(ctx, open_source)
+    # Conversation windows at CHAT_MIX_RATIO, when there are conversations (chat tuning, #18).
+    run_trainer(ctx, lambda settings: with_chat_mix(settings, open_source(settings)))

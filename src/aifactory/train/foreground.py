@@ -99,12 +99,23 @@ def report(message: str, level: str = "info") -> None:
     print(f"{level}: {message}", file=sys.stderr, flush=True)
 
 
-def train_command(settings: Settings, *, steps: int, text_file: Path | None, out: Path | None) -> int:
+def train_command(
+    settings: Settings, *, steps: int, text_file: Path | None, out: Path | None, chat_only: bool = False
+) -> int:
     try:
         if text_file is None:
+            from aifactory.chat.mix import with_chat_mix
             from aifactory.dataset.source import open_source  # the token dataset the factory builds
 
-            source = open_source(settings)
+            # --chat-only: every window a conversation (fine-tuning the current model to chat);
+            # otherwise conversations at CHAT_MIX_RATIO, as the trainer engine mixes them.
+            source = with_chat_mix(
+                settings, open_source(settings), ratio=1.0 if chat_only else None, require=chat_only
+            )
+        elif chat_only:
+            raise SourceUnavailable(
+                "--chat-only trains on the factory's conversations: leave out --text-file"
+            )
         else:
             source = TokenArraySource.from_text_file(text_file)
     except (OSError, SourceUnavailable) as exc:
@@ -136,7 +147,8 @@ def train_command(settings: Settings, *, steps: int, text_file: Path | None, out
                 trainer.state.paused, trainer.state.stale_evals = False, 0
             origin = f"resuming at step {trainer.state.step:,}" if checkpoint else "a new model"
             say(f"data: {source.describe()}")
-            say("      a stand-in until the dataset's tokenizer and shards exist: each byte is one token")
+            if text_file is not None:
+                say("      a stand-in until the dataset's tokenizer and shards exist: each byte is one token")
             say(
                 f"model: {trainer.config.short()}, {trainer.model.parameter_count():,} parameters "
                 f"({origin}); {runtime.describe()}; batch {trainer.batch_size} x {trainer.seq_len} tokens x "
@@ -225,6 +237,7 @@ def describe_checkpoint(directory: Path, meta: dict[str, Any]) -> dict[str, Any]
         "dataset_version": meta.get("dataset_version"),
         "learning_rate": meta.get("schedule", {}).get("lr"),
         "training": meta.get("training", {}),
+        "data_mix": meta.get("data_mix", {}),  # conversation share (chat tuning); {} = documents only
         "versions": {"aifactory": meta.get("aifactory_version"), "torch": meta.get("torch_version")},
         "config": config.to_dict(),
     }

@@ -230,6 +230,8 @@ class Trainer:
             "tokenizer_hash": self.source.tokenizer_hash,
             "dataset_version": self.source.version,
             "dataset_train_tokens": self.source.train_tokens,
+            # What the batches were made of (chat tuning's conversation share); {} = documents only.
+            "data_mix": dict(getattr(self.source, "mix", {})),
             "epoch": self.epoch(),
             "state": self.state.to_dict(),
             "sampler_state": base64.b64encode(self.generator.get_state().numpy().tobytes()).decode(),
