@@ -42,6 +42,7 @@ FAST_FACTORY = {
     "TRAIN_SEQ_LEN": 32,
     "TRAIN_STEPS_PER_CYCLE": 5,
     "VAL_EVAL_EVERY": 5,
+    "VAL_EVAL_EVERY_MIN": 0,  # by steps: the test is shorter than the default 5-minute clock
     "VAL_EVAL_BATCHES": 2,
     "PYTORCH_CPU_THREADS": 1,
     "NODE_HEARTBEAT_INTERVAL_SEC": 0.5,

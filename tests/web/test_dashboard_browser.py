@@ -59,6 +59,7 @@ TINY_FACTORY: dict[str, Any] = {
     "TRAIN_STEPS_PER_CYCLE": 20,
     "TRAIN_WARMUP_STEPS": 5,
     "VAL_EVAL_EVERY": 10,
+    "VAL_EVAL_EVERY_MIN": 0,  # by steps: the test is shorter than the default 5-minute clock
     "VAL_EVAL_BATCHES": 2,
     "TRAIN_LOG_EVERY_SEC": 0.5,
     "PYTORCH_CPU_THREADS": 1,
