@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from aifactory.chat import store
 from aifactory.chat.ingest import ChatFileError, ingest_file, ingest_files, scan_inbox
+from aifactory.db import counters
 from aifactory.db import policies as policy_db
 from aifactory.db.database import Database
 from aifactory.db.schema import conversations
@@ -116,3 +117,53 @@ def test_the_inbox_ingests_and_files_away(db: Database, make_settings: Any) -> N
     assert (inbox / "done" / "good.jsonl").exists() and (inbox / "failed" / "bad.jsonl").exists()
     assert "none of its 1 records" in (inbox / "failed" / "bad.jsonl.error.txt").read_text()
     assert not good.exists() and scan_inbox(settings, db) == []
+
+
+def test_unusual_but_valid_json_and_odd_shapes_never_stop_a_file(
+    db: Database, make_settings: Any, tmp_path: Path
+) -> None:
+    """U+2028 inside a string is valid JSON (written unescaped by ensure_ascii=False): one record, not
+    two. A content part of null, a nesting too deep: that line is counted, the rest goes in."""
+    settings = make_settings()
+    separated = qa(1, "Answer one: the moon\u2028pulls the water of the sea, twice a day.")
+    lines = [
+        json.dumps(separated, ensure_ascii=False),
+        json.dumps({"messages": [{"role": "user", "content": [{"type": "text", "text": None}]}]}),
+        "[" * 100_000 + "]" * 100_000,
+        json.dumps(qa(2)),
+    ]
+    path = tmp_path / "odd.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = ingest_file(settings, db, path)
+    assert result.records == 4 and result.counts["chat.stored"] == 2
+    assert [line for line, _ in result.problems] == [2, 3]
+    assert "twice a day" in rows(db)[0].messages[1]["content"]  # the record was not cut at U+2028
+
+
+def test_files_of_the_same_name_in_two_folders_are_two_files(
+    db: Database, make_settings: Any, tmp_path: Path
+) -> None:
+    settings = make_settings()
+    for folder, number in (("a", 1), ("b", 2)):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+        write_jsonl(tmp_path / "data" / folder / "train.jsonl", [qa(number)])
+    results, errors = ingest_files(settings, db, [tmp_path / "data"])
+    assert not errors and sum(r.counts["chat.stored"] for r in results) == 2
+    assert sorted(row.key for row in rows(db)) == ["a/train.jsonl#line:1", "b/train.jsonl#line:1"]
+
+
+def test_the_inbox_reports_bad_lines_beside_the_file_and_never_overwrites_a_filed_one(
+    db: Database, make_settings: Any
+) -> None:
+    settings = make_settings()
+    inbox = Path(settings.data_dir) / "chat-inbox"
+    inbox.mkdir(parents=True)
+    old = time.time() - 10
+    for round_ in (1, 2):
+        path = write_jsonl(inbox / "talks.jsonl", [qa(round_), "{broken"])
+        os.utime(path, (old, old))
+        [result] = scan_inbox(settings, db)
+        assert result.counts["chat.invalid"] == 1
+    assert (inbox / "done" / "talks.jsonl").exists() and (inbox / "done" / "talks.jsonl.2").exists()
+    assert "line 2: not valid JSON" in (inbox / "done" / "talks.jsonl.report.txt").read_text()
+    assert counters.get_all(db)["chat.invalid"] == 2

@@ -15,6 +15,7 @@ the model to write user turns.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -203,13 +204,20 @@ def read_records(text: str) -> Iterator[Record]:
                 exc.lineno, error=f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
             )
             return
+        except (ValueError, RecursionError) as exc:  # nested too deep, a number too long
+            yield Record(1, error=f"not valid JSON: {type(exc).__name__}: {str(exc)[:200]}")
+            return
         for number, value in enumerate(array, 1):
             yield Record(number, value)
         return
-    for number, line in enumerate(text.lstrip("\ufeff").splitlines(), 1):
+    # Lines end at "\n" only: U+2028, U+2029 and U+0085 may stand unescaped inside JSON strings
+    # (json.dumps(ensure_ascii=False) writes them so), and str.splitlines() would cut a record there.
+    for number, line in enumerate(io.StringIO(text.lstrip("\ufeff"), newline="\n"), 1):
         if not line.strip():
             continue
         try:
             yield Record(number, json.loads(line))
         except json.JSONDecodeError as exc:
             yield Record(number, error=f"not valid JSON: {exc.msg} at column {exc.colno}")
+        except (ValueError, RecursionError) as exc:
+            yield Record(number, error=f"not valid JSON: {type(exc).__name__}: {str(exc)[:200]}")

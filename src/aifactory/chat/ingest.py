@@ -24,6 +24,7 @@ from pathlib import Path
 
 from aifactory.chat import store
 from aifactory.chat.conversation import InvalidConversation, from_record, read_records, validate
+from aifactory.db import counters
 from aifactory.db import policies as policy_db
 from aifactory.db.database import Database
 from aifactory.settings import Settings
@@ -62,8 +63,12 @@ class FileResult:
         return f"{self.path}: " + ", ".join(parts)
 
 
-def ingest_file(settings: Settings, db: Database, path: Path, policies: list | None = None) -> FileResult:
-    """Ingest one conversation file; raises ChatFileError when it yields no valid conversation."""
+def ingest_file(
+    settings: Settings, db: Database, path: Path, policies: list | None = None, name: str | None = None
+) -> FileResult:
+    """Ingest one conversation file; raises ChatFileError when it yields no valid conversation. `name`
+    (default the file's name) keys its conversations: ingesting the same name again replaces them."""
+    name = name or path.name
     result = FileResult(str(path))
     try:
         text = path.read_text(encoding="utf-8")
@@ -96,14 +101,20 @@ def ingest_file(settings: Settings, db: Database, path: Path, policies: list | N
         except InvalidConversation as exc:
             result.problems.append((record.line, str(exc)))
             continue
+        except (TypeError, ValueError, AttributeError, RecursionError) as exc:  # a shape no rule foresaw
+            why = f"not a conversation: {type(exc).__name__}: {str(exc)[:200]}"
+            result.problems.append((record.line, why))
+            continue
         result.valid += 1
         record_key = f"id:{conversation.record_id}" if conversation.record_id else f"line:{record.line}"
-        pending.append(store.Keyed(f"{path.name}#{record_key}", path.name, conversation))
+        pending.append(store.Keyed(f"{name}#{record_key}", name, conversation))
         if len(pending) >= BATCH:
             flush()
     if pending:
         flush()
     result.counts["chat.invalid"] = len(result.problems)
+    if result.problems:
+        counters.add(db, {"chat.invalid": len(result.problems)})
     if result.records == 0:
         raise ChatFileError(f"{path}: empty: no conversation records (JSONL, one JSON object a line)")
     if result.valid == 0:
@@ -115,17 +126,19 @@ def ingest_file(settings: Settings, db: Database, path: Path, policies: list | N
 def ingest_files(settings: Settings, db: Database, paths: list[Path]) -> tuple[list[FileResult], list[str]]:
     """Ingest each file (folders: their .jsonl and .json files); returns the results and the errors
     of files that yielded nothing (the other files are ingested all the same)."""
-    files: list[Path] = []
+    files: list[tuple[Path, str]] = []  # (file, the name that keys its conversations)
     for path in paths:
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in CHAT_SUFFIXES and p.is_file())
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in CHAT_SUFFIXES and p.is_file())
+            # a/train.jsonl and b/train.jsonl are two files: keyed by their path inside the folder
+            files += [(p, p.relative_to(path).as_posix()) for p in found]
         else:
-            files.append(path)
+            files.append((path, path.name))
     policies = policy_db.load(db)
     results, errors = [], []
-    for path in files:
+    for path, name in files:
         try:
-            results.append(ingest_file(settings, db, path, policies))
+            results.append(ingest_file(settings, db, path, policies, name))
         except ChatFileError as exc:
             errors.append(str(exc))
     return results, errors
@@ -162,13 +175,26 @@ def scan_inbox(settings: Settings, db: Database) -> list[FileResult]:
         if time.time() - path.stat().st_mtime < 2.0:
             continue
         try:
-            results.append(ingest_file(settings, db, path))
-            target = inbox / DONE
-        except ChatFileError as exc:
-            target = inbox / FAILED
-            target.mkdir(exist_ok=True)
-            (target / f"{path.name}.error.txt").write_text(str(exc) + "\n", encoding="utf-8")
+            result = ingest_file(settings, db, path)
+        except ChatFileError as exc:  # (a database error is not the file's: it waits for the next scan)
+            target, report = inbox / FAILED, str(exc)
+        else:
+            results.append(result)
+            target, report = inbox / DONE, "\n".join(render([result], [])) if result.problems else ""
         target.mkdir(exist_ok=True)
+        destination = _free_name(target, path.name)
+        if report:  # what was wrong, beside the file: failed/x.jsonl.error.txt, done/x.jsonl.report.txt
+            suffix = ".error.txt" if target.name == FAILED else ".report.txt"
+            destination.with_name(destination.name + suffix).write_text(report + "\n", encoding="utf-8")
         with contextlib.suppress(FileNotFoundError):  # another node's text engine filed it first
-            shutil.move(str(path), str(target / path.name))
+            shutil.move(str(path), str(destination))
     return results
+
+
+def _free_name(folder: Path, name: str) -> Path:
+    """`name` in `folder`, or name.2, name.3 ... when an earlier file of that name was filed there."""
+    candidate, number = folder / name, 1
+    while candidate.exists():
+        number += 1
+        candidate = folder / f"{name}.{number}"
+    return candidate

@@ -16,7 +16,6 @@ import hashlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -27,6 +26,7 @@ from aifactory.db import counters
 from aifactory.db import policies as policy_rules
 from aifactory.db.database import Database
 from aifactory.db.schema import conversations
+from aifactory.text.pipeline import domain_of
 
 TRAIN, VAL = "train", "val"
 LOOKUP_CHUNK = 500
@@ -44,10 +44,6 @@ def split_of(key: str, fraction: float) -> str:
     """Validation when the key's SHA-256 draw is below `fraction`: fixed by the key alone."""
     digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
     return VAL if int.from_bytes(digest[:8], "big") / 2.0**64 < fraction else TRAIN
-
-
-def domain_of(url: str) -> str:
-    return (urlsplit(url).hostname or "").lower() if url else ""
 
 
 def store(

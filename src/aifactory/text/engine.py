@@ -152,6 +152,9 @@ def run(ctx: EngineContext) -> None:
                     made = Counter()
                 if made["chat.stored"] or made["chat.replaced"]:
                     ctx.count(conversations=made["chat.stored"] + made["chat.replaced"])
+                if made["chat.invalid"]:  # the lines themselves are in chat-inbox/done/*.report.txt
+                    ctx.count(conversations_invalid=made["chat.invalid"])
+                    ctx.log(f"{made['chat.invalid']} invalid conversation records (see chat-inbox/done/)")
             quarantined = staging.quarantine(ctx.db)
             if quarantined:
                 ctx.count(quarantined=len(quarantined))
