@@ -111,7 +111,7 @@ def test_up_serves_the_api_refuses_a_twin_and_stops_on_sigterm(tmp_path: Path) -
         output = stop(factory, signal.SIGTERM)
     assert factory.returncode == 0, output
     assert time.monotonic() - started < 10
-    assert f"API at http://127.0.0.1:{port}/" in output
+    assert f"dashboard at http://127.0.0.1:{port}/ (API: http://127.0.0.1:{port}/api" in output
     assert "stopped" in aifactory("status", cwd=tmp_path).stdout
 
 

@@ -90,7 +90,7 @@ def run_master(settings: Settings, specs: list[EngineSpec] | None = None) -> Non
 
             threading.Thread(target=exit_with_node, name="node-watch", daemon=True).start()
             print(
-                f"AI Factory Engine is up: API at {url}/ (status: {url}/api/status, node {node.node_id})",
+                f"AI Factory Engine is up: dashboard at {url}/ (API: {url}/api, node {node.node_id})",
                 flush=True,
             )
             # uvicorn handles SIGINT/SIGTERM, then re-raises the signal it caught once it has shut
