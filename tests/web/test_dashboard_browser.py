@@ -15,13 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.collect.harness import TEST_CRAWL
 from tests.conftest import free_port
 from tests.processes import ROOT, start_factory, stop
+from tests.serve.conftest import wait_until_serving
 from tests.web.factory_site import IMG, MARKER, SCRIPT, factory_site
 
 CHROMIUM = "/usr/bin/chromium"
@@ -203,7 +203,7 @@ def test_from_ignite_to_a_streamed_chat_answer_in_a_browser(
             shoot(page, shots, "profile")
 
             # Chat: wait for the served model (its first checkpoint), then ask about the hostile page.
-            wait_for_model(origin)
+            wait_until_serving(origin, timeout=150)
             tab(page, "chat")
             page.get_by_test_id("chat-input").fill(f"What is the {MARKER} festival?")
             with page.expect_response(lambda r: r.url.endswith("/v1/chat/completions")) as answer:
@@ -286,20 +286,3 @@ def promote_with_force(page: Page) -> None:
         "the production model on the overview",
     )
     tab(page, "models")
-
-
-def wait_for_model(origin: str, timeout: float = 150) -> None:
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        try:
-            reply = httpx.post(
-                f"{origin}/api/generate", json={"prompt": "a", "max_tokens": 1, "rag": False}, timeout=30
-            )
-            if reply.status_code == 200:
-                return
-            last = reply.text
-        except httpx.HTTPError as exc:
-            last = str(exc)
-        time.sleep(0.5)
-    raise AssertionError(f"no model served within {timeout}s: {last}")
